@@ -1,0 +1,1 @@
+"""Ingest: load, chunk, embed and sync documents into the local index."""

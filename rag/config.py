@@ -1,0 +1,125 @@
+"""Typed settings for Nook: defaults < nook.toml < NOOK_* environment variables < explicit arguments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rag.errors import SettingsError
+
+CONFIG_ENV = "NOOK_CONFIG"
+DEFAULT_CONFIG_FILE = "nook.toml"
+
+
+class Settings(BaseSettings):
+    """Everything Nook can be configured with. Build it with `load_settings()`; pass it in."""
+
+    model_config = SettingsConfigDict(env_prefix="NOOK_", extra="forbid", validate_default=True)
+
+    # Where things live.
+    data_dir: Path = Field(
+        default=Path(".nook"),
+        description="Folder for the embedded Chroma index, the sync manifest and caches.",
+    )
+    collection: str = Field(
+        default="nook",
+        min_length=3,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]$",
+        description="Chroma collection name; separate collections keep separate sets of documents.",
+    )
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (e.g. http://127.0.0.1:8000); unset means embedded Chroma in data_dir.",
+    )
+
+    # Embedding.
+    embedding_model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS).",
+    )
+    embedding_batch_size: int = Field(default=32, ge=1, le=1024, description="Chunks per embedding batch.")
+    embedding_precision: str = Field(
+        default="auto",
+        pattern=r"^(auto|float32|bfloat16)$",
+        description="Compute precision for the embedding model on CPU: auto uses bfloat16 where the CPU has it.",
+    )
+
+    # Chunking.
+    chunk_size: int = Field(
+        default=200, ge=16, le=8192, description="Largest chunk, in tokens of the embedding model's tokenizer."
+    )
+    chunk_overlap: int = Field(default=30, ge=0, le=4096, description="Tokens shared by neighbouring chunks.")
+
+    # Ingest limits.
+    max_file_mb: float = Field(default=100.0, gt=0, description="Files larger than this are skipped as too large.")
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, value: int, info: Any) -> int:
+        size = info.data.get("chunk_size")
+        if size is not None and value >= size:
+            raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_size ({size})")
+        return value
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Where embedded Chroma keeps its files."""
+        return self.data_dir / "chroma"
+
+    @property
+    def manifest_path(self) -> Path:
+        """The SQLite manifest that maps each ingested file to its hash and chunk ids."""
+        return self.data_dir / "manifest.sqlite3"
+
+    @property
+    def store_key(self) -> str:
+        """Identifies the Chroma instance the manifest rows belong to."""
+        return self.chroma_url.rstrip("/") if self.chroma_url else "embedded"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit arguments win over NOOK_* variables, which win over the TOML file."""
+        toml_file = init_settings.init_kwargs.pop("_config_file", None)  # type: ignore[attr-defined]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from nook.toml (or NOOK_CONFIG / config_file), NOOK_* variables and overrides.
+
+    Raises SettingsError with a one-line message when anything is invalid.
+    """
+    path = Path(config_file) if config_file else Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+    if config_file is not None and not path.is_file():
+        raise SettingsError(f"config file not found: {path}")
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        if path.is_file():
+            return Settings(_config_file=path, **clean)  # type: ignore[call-arg]
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings ({problems})") from exc
+    except (OSError, ValueError) as exc:  # a TOML syntax error is a ValueError
+        raise SettingsError(f"cannot read settings from {path}: {exc}") from exc

@@ -1,0 +1,98 @@
+"""Open Chroma (embedded, or a server through its URL) and the collection that belongs to an embedding model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from rag.config import Settings
+from rag.errors import EmbeddingModelMismatch, SettingsError, StoreError
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+MODEL_KEY = "nook_embedding_model"
+DIM_KEY = "nook_embedding_dim"
+
+
+def open_client(settings: Settings) -> ClientAPI:
+    """A Chroma client with telemetry off: PersistentClient in the data dir, or HttpClient for chroma_url."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if not settings.chroma_url:
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises its own and OS errors alike
+            raise StoreError(f"cannot open the index in {settings.chroma_dir}: {exc}") from None
+    url = urlparse(settings.chroma_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SettingsError(f"chroma_url must look like http://127.0.0.1:8000, not {settings.chroma_url!r}")
+    try:
+        return chromadb.HttpClient(
+            host=url.hostname,
+            port=url.port or (443 if url.scheme == "https" else 8000),
+            ssl=url.scheme == "https",
+            settings=chroma_settings,
+        )
+    except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+        raise StoreError(
+            f"cannot reach the Chroma server at {settings.chroma_url} ({type(exc).__name__}); "
+            "start it with `chroma run --path DIR --host 127.0.0.1` or unset NOOK_CHROMA_URL"
+        ) from None
+
+
+def open_collection(client: ClientAPI, name: str, model: str, dim: int, create: bool = True) -> Collection | None:
+    """The collection for these documents; it must have been built with the same embedding model.
+
+    Returns None when it does not exist and create is False.
+    """
+    try:
+        if create:
+            collection = client.get_or_create_collection(
+                name=name, metadata={MODEL_KEY: model, DIM_KEY: dim, "hnsw:space": "cosine"}
+            )
+        else:
+            existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+            if name not in existing:
+                return None
+            collection = client.get_collection(name=name)
+    except Exception as exc:  # noqa: BLE001
+        raise StoreError(f"cannot open collection '{name}': {type(exc).__name__}: {exc}") from None
+    meta = collection.metadata or {}
+    built_with = meta.get(MODEL_KEY)
+    if built_with is not None and (built_with != model or int(meta.get(DIM_KEY, dim)) != dim):
+        raise EmbeddingModelMismatch(
+            f"collection '{name}' was built with embedding model {built_with} ({meta.get(DIM_KEY)} dims), "
+            f"but {model} ({dim} dims) is configured; re-ingest with `python -m ingest --rebuild PATH` "
+            f"or set NOOK_EMBEDDING_MODEL={built_with}"
+        )
+    return collection
+
+
+def drop_collection(client: ClientAPI, name: str) -> None:
+    """Delete a collection if it exists."""
+    existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+    if name in existing:
+        client.delete_collection(name)
+
+
+def iter_ids(collection: Collection, page: int = 5000) -> Iterator[str]:
+    """Every id in the collection, read in pages."""
+    offset = 0
+    while True:
+        batch = collection.get(include=[], limit=page, offset=offset)["ids"]
+        yield from batch
+        if len(batch) < page:
+            return
+        offset += page
+
+
+def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive slices of at most size items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
