@@ -83,6 +83,12 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
     if data.startswith(_UTF16_BOMS):
         return data.decode("utf-16"), "utf-16"
+    if b"\x00" in data[:8192]:
+        # NUL bytes are valid UTF-8 but never in text: BOM-less UTF-16, or binary.
+        utf16 = _utf16_without_bom(data)
+        if utf16 is not None:
+            return utf16, "utf-16"
+        raise ValueError("not text (binary data)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -90,11 +96,6 @@ def decode_text(data: bytes) -> tuple[str, str]:
     else:
         if _looks_like_text(text):
             return text, "utf-8"
-        raise ValueError("not text (binary data)")
-    if b"\x00" in data[:8192]:
-        utf16 = _utf16_without_bom(data)
-        if utf16 is not None:
-            return utf16, "utf-16"
         raise ValueError("not text (binary data)")
 
     candidates: list[tuple[float, str, str]] = []
@@ -107,7 +108,14 @@ def decode_text(data: bytes) -> tuple[str, str]:
             candidates.append((_cjk_score(text), codec, text))
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    results = from_bytes(data)
+    best = results.best()
+    if best is not None:
+        # On short Western text the ranking between single-byte code pages is close to a coin toss;
+        # Windows-1252 (a superset of Latin-1) is by far the likeliest, so it wins a near tie.
+        western = next((m for m in results if m.encoding in ("cp1252", "latin_1")), None)
+        if western is not None and western.chaos <= best.chaos + 0.1:
+            best = western
     if best is not None and best.encoding:
         text = str(best)
         if _looks_like_text(text):
