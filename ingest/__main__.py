@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             chunk_overlap=args.chunk_overlap,
         )
         from ingest.pipeline import IngestPipeline
-        from rag.embeddings import load_embedder
+        from rag.embeddings import LazyEmbedder
 
-        embedder = load_embedder(
+        embedder = LazyEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, precision=settings.embedding_precision
         )
         pipeline = IngestPipeline(settings, embedder)

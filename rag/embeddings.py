@@ -125,3 +125,50 @@ class SentenceTransformerEmbedder(Embeddings):
 def load_embedder(name: str, batch_size: int = 32, precision: str = "auto") -> SentenceTransformerEmbedder:
     """Load a registered embedding model from the weights its package ships."""
     return SentenceTransformerEmbedder(get_spec(name), batch_size=batch_size, precision=precision)
+
+
+class LazyEmbedder:
+    """Knows a model's name and size at once, loads its weights only when text must be embedded.
+
+    A sync with nothing new to index then never pays for loading torch and the weights.
+    """
+
+    def __init__(self, name: str, batch_size: int = 32, precision: str = "auto") -> None:
+        self.spec = get_spec(name)
+        self._args = (batch_size, precision)
+        self._model: SentenceTransformerEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The registry name of the model."""
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        return self.spec.dim
+
+    @property
+    def loaded(self) -> SentenceTransformerEmbedder:
+        """The real model, loaded on first use (once, even with several threads asking)."""
+        with self._lock:
+            if self._model is None:
+                self._model = SentenceTransformerEmbedder(self.spec, *self._args)
+            return self._model
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for this text."""
+        return self.loaded.count_tokens(text)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Unit-length float32 vectors."""
+        return self.loaded.encode(texts)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """LangChain's document embedding."""
+        return self.loaded.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        """LangChain's query embedding."""
+        return self.loaded.embed_query(text)
