@@ -9,7 +9,7 @@ Writes, under data/samples/:
 * notes/家庭药箱.txt                Chinese plain text saved in GBK (not UTF-8)
 
 All text comes from the constants below, so the output is reproducible.
-The other sample files (Markdown, .txt, .rst, .html, questions.jsonl) are
+The other sample files (Markdown, .txt, .rst, .html; ../sample-questions.jsonl) are
 plain text and live in the repo as they are.
 
 This is a developer tool, not a runtime dependency of Nook. It needs
@@ -421,7 +421,7 @@ def verify(paths: dict[str, Path]) -> list[str]:
 
 
 def verify_questions(samples: Path) -> list[str]:
-    """Check questions.jsonl: sources exist and answers occur in the extracted text."""
+    """Check sample-questions.jsonl: sources exist and answers occur in the extracted text."""
     from pypdf import PdfReader
     from docx import Document
     from html.parser import HTMLParser
@@ -445,7 +445,7 @@ def verify_questions(samples: Path) -> list[str]:
                 self.parts.append(data)
 
     problems: list[str] = []
-    qfile = samples / "questions.jsonl"
+    qfile = samples.parent / "sample-questions.jsonl"
     if not qfile.exists():
         return [f"{qfile} missing"]
     for n, line in enumerate(qfile.read_text("utf-8").splitlines(), start=1):

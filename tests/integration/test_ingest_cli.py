@@ -68,7 +68,7 @@ def test_real_vectors_find_english_and_chinese_notes(tmp_path: Path, samples_cop
     assert run_ingest(samples_copy, data_dir=data).returncode == 0
     collection = open_client(Settings(data_dir=data)).get_collection("nook")
     assert collection.metadata["nook_embedding_model"] == "all-MiniLM-L6-v2"
-    questions = [json.loads(line) for line in (SAMPLES / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
+    questions = [json.loads(line) for line in (SAMPLES.parent / "sample-questions.jsonl").read_text(encoding="utf-8").splitlines()]
     english = [q for q in questions if q["lang"] == "en" and q["kind"] == "lexical"]
     hits = 0
     for q in english:
