@@ -146,3 +146,36 @@ def test_quiet_when_piped(tmp_path: Path, samples_copy: Path) -> None:
     result = run_ingest(samples_copy / "notes", data_dir=tmp_path / "data")
     assert "\r" not in result.stderr and "it/s" not in result.stderr and "file/s" not in result.stderr
     assert result.stderr.strip() == ""
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path, samples_copy: Path) -> None:
+    """With a terminal on stderr the command draws a progress bar with files, chunks and rate."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.integration.helpers import nook_env
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(samples_copy / "notes")],
+        cwd=ROOT, env=nook_env(tmp_path / "data"), stdout=subprocess.PIPE, stderr=follower, text=True,
+    )
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        drawn += data
+    stdout, _ = process.communicate(timeout=300)
+    os.close(leader)
+    screen = drawn.decode("utf-8", "replace")
+    assert process.returncode == 0
+    files = sum(1 for _ in (samples_copy / "notes").iterdir())
+    assert f"{files}/{files}" in screen and "chunks/s" in screen and "file" in screen
+    assert "synced:" in stdout

@@ -228,3 +228,14 @@ def test_unreadable_file_is_reported(settings: Settings, samples_copy: Path, mon
     report = make(settings).sync([samples_copy])
     assert dict(report.failures)[str(locked)] == "permission denied"
     assert report.new == report.seen - 1
+
+
+def test_too_large_file_is_reported_and_not_read(settings: Settings, samples_copy: Path) -> None:
+    tiny = settings.model_copy(update={"max_file_mb": 0.001})  # about 1 KB
+    big = samples_copy / "notes" / "sourdough.md"
+    assert big.stat().st_size > 1100
+    report = make(tiny).sync([samples_copy / "notes"])
+    reasons = dict(report.failures)
+    assert reasons[str(big)].startswith("too large")
+    _, _, per_source = index_state(tiny)
+    assert str(big) not in per_source
