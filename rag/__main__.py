@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from rag.config import load_settings
         from rag.embeddings import LazyEmbedder
-        from rag.retrieval import vector_search
+        from rag.retrieval import Searcher
 
         settings = load_settings(args.config, collection=args.collection, data_dir=args.data_dir)
         embedder = LazyEmbedder(settings.embedding_model, precision=settings.embedding_precision)
         questions = [args.question] if args.question else [line.strip() for line in sys.stdin if line.strip()]
+        searcher = Searcher(settings, embedder)
         for question in questions:
-            hits = vector_search(settings, embedder, question, k=args.k)
+            hits = searcher.search(question, k=args.k).hits
             if args.json or not args.question:
                 results = [{"text": h.text, "source": h.source, "page": h.page, "score": round(h.score, 4)} for h in hits]
                 print(json.dumps({"question": question, "results": results}, ensure_ascii=False), flush=True)

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     # Ingest limits.
     max_file_mb: float = Field(default=100.0, gt=0, description="Files larger than this are skipped as too large.")
 
+    # Retrieval.
+    retrieval_k: int = Field(default=5, ge=1, le=100, description="Chunks given to the model as context.")
+    keyword_search: bool = Field(default=True, description="Fuse BM25 keyword search with vector search.")
+    relevance_floor: float = Field(
+        default=0.25,
+        ge=-1.0,
+        le=1.0,
+        description="Below this cosine similarity of the best chunk, the answer is 'not found in your documents'.",
+    )
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, value: int, info: Any) -> int:

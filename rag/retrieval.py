@@ -1,18 +1,33 @@
-"""Find the chunks that answer a question: vector search over the collection (keyword fusion comes with the chain)."""
+"""Find the chunks that answer a question: vector search plus BM25 keyword search, fused by reciprocal rank.
+
+Filters by folder and by date range apply to both. Dates named in the question ("March 2024", "2024年3月")
+become a date filter by themselves. A relevance floor decides when nothing in the index answers the question.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import calendar
+import re
+import threading
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from rag.config import Settings
 from rag.errors import NookError
 from rag.store import open_client, open_collection
 
+RRF_K = 60  # the usual constant of reciprocal rank fusion
+
+
+class EmptyIndexError(NookError):
+    """There is nothing to search yet."""
+
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved chunk with where it came from and how well it matched (cosine similarity)."""
+    """One retrieved chunk: where it came from, its cosine similarity to the question, and its fused rank score."""
 
     id: str
     text: str
@@ -20,29 +35,284 @@ class Hit:
     page: int | None
     score: float
     metadata: dict[str, Any]
+    fused: float = 0.0
 
 
-class EmptyIndexError(NookError):
-    """There is nothing to search yet."""
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrict a search to folders (and their subfolders) and to a range of document dates (YYYYMMDD)."""
+
+    folders: tuple[str, ...] = ()
+    date_from: int | None = None
+    date_to: int | None = None
+
+    def is_empty(self) -> bool:
+        """True when nothing is filtered."""
+        return not self.folders and self.date_from is None and self.date_to is None
+
+
+@dataclass
+class SearchResult:
+    """Hits in rank order, whether any passed the relevance floor, and the filters that were applied."""
+
+    hits: list[Hit]
+    found: bool
+    filters: SearchFilters = field(default_factory=SearchFilters)
+
+
+# ---------------------------------------------------------------- tokens for keyword search
+
+_WORD = re.compile(r"[a-z0-9]+(?:[.'_-][a-z0-9]+)*|[\u3400-\u9fff\uf900-\ufaff]+")
+_STOP = frozenset(
+    "a an and are as at be but by did do does for from had has have how i in is it its me my of on or so "
+    "that the their them there these this to was we were what when where which who why will with you your".split()
+)
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def keyword_tokens(text: str) -> list[str]:
+    """Lower-case English words (stop words dropped) and, for Chinese, every character and character bigram."""
+    tokens: list[str] = []
+    for match in _WORD.finditer(text.lower()):
+        word = match.group(0)
+        if _CJK_RUN.fullmatch(word):
+            tokens.extend(word)
+            tokens.extend(word[i : i + 2] for i in range(len(word) - 1))
+        elif word not in _STOP:
+            tokens.append(word)
+    return tokens
+
+
+# ---------------------------------------------------------------- dates named in a question
+
+_MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
+_MONTHS.update({name.lower(): number for number, name in enumerate(calendar.month_abbr) if name})
+_EN_MONTH_YEAR = re.compile(
+    r"\b(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?\s+(?:of\s+)?((?:19|20)\d{2})\b", re.IGNORECASE
+)
+_ISO_MONTH = re.compile(r"(?<!\d)((?:19|20)\d{2})-(0[1-9]|1[0-2])(?:-(0[1-9]|[12]\d|3[01]))?(?!\d)")
+_ZH_DATE = re.compile(r"((?:19|20)\d{2})\s*年\s*(1[0-2]|0?[1-9])\s*月(?:\s*(3[01]|[12]\d|0?[1-9])\s*[日号])?")
+
+
+def dates_in_question(question: str) -> tuple[int, int] | None:
+    """A date range the question names at month or day precision, as (YYYYMMDD, YYYYMMDD), else None."""
+
+    def month_range(year: int, month: int, day: int | None) -> tuple[int, int]:
+        if day:
+            return year * 10000 + month * 100 + day, year * 10000 + month * 100 + day
+        last = calendar.monthrange(year, month)[1]
+        return year * 10000 + month * 100 + 1, year * 10000 + month * 100 + last
+
+    if match := _ZH_DATE.search(question):
+        return month_range(int(match.group(1)), int(match.group(2)), int(match.group(3)) if match.group(3) else None)
+    if match := _ISO_MONTH.search(question):
+        return month_range(int(match.group(1)), int(match.group(2)), int(match.group(3)) if match.group(3) else None)
+    if match := _EN_MONTH_YEAR.search(question):
+        return month_range(int(match.group(2)), _MONTHS[match.group(1).lower()], None)
+    return None
+
+
+# ---------------------------------------------------------------- keyword index over a collection snapshot
+
+
+class KeywordIndex:
+    """BM25 (bm25s, sparse) over every chunk of a collection, with the chunks' metadata for filtering."""
+
+    def __init__(self, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        import bm25s
+
+        self.ids = ids
+        self.texts = texts
+        self.metadatas = metadatas
+        self.position = {cid: i for i, cid in enumerate(ids)}
+        self.folders = np.array([str(m.get("folder", "")) for m in metadatas], dtype=object)
+        self.dates = np.array([int(m.get("date", 0) or 0) for m in metadatas], dtype=np.int64)
+        self._bm25 = bm25s.BM25()
+        corpus = [keyword_tokens(t) or ["\u2205"] for t in texts]  # bm25s wants no empty documents
+        self._bm25.index(corpus, show_progress=False)
+
+    @classmethod
+    def from_collection(cls, collection: Any, page: int = 5000) -> KeywordIndex:
+        """Read every chunk of the collection, in pages."""
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            got = collection.get(include=["documents", "metadatas"], limit=page, offset=offset)
+            ids += got["ids"]
+            texts += [d or "" for d in got["documents"]]
+            metas += [dict(m or {}) for m in got["metadatas"]]
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        return cls(ids, texts, metas)
+
+    def mask(self, filters: SearchFilters) -> np.ndarray | None:
+        """1.0 for chunks the filters allow, 0.0 for the rest; None when nothing is filtered."""
+        if filters.is_empty():
+            return None
+        allowed = np.ones(len(self.ids), dtype=bool)
+        if filters.folders:
+            prefixes = tuple(f.rstrip("/") for f in filters.folders)
+            allowed &= np.array(
+                [any(f == p or f.startswith(p + "/") for p in prefixes) for f in self.folders], dtype=bool
+            )
+        if filters.date_from is not None:
+            allowed &= self.dates >= filters.date_from
+        if filters.date_to is not None:
+            allowed &= self.dates <= filters.date_to
+        return allowed.astype(np.float32)
+
+    def search(self, question: str, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        """Positions and BM25 scores of the k best chunks with a score above zero."""
+        tokens = keyword_tokens(question)
+        if not tokens or not self.ids:
+            return []
+        scores = self._bm25.get_scores(tokens, weight_mask=mask)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def reciprocal_rank_fusion(*rankings: dict[str, int]) -> dict[str, float]:
+    """Fuse rankings (id -> 0-based rank) into id -> sum of 1/(60 + rank + 1), best first; ties keep first-seen order."""
+    fused: dict[str, float] = {}
+    for ranks in rankings:
+        for cid, rank in ranks.items():
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+    return dict(sorted(fused.items(), key=lambda item: item[1], reverse=True))
+
+
+# ---------------------------------------------------------------- the searcher
+
+
+class Searcher:
+    """Hybrid search over one collection; safe to share between threads (Streamlit sessions)."""
+
+    def __init__(self, settings: Settings, embedder: Any, client: Any = None) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.client = client if client is not None else open_client(settings)
+        self._keyword: KeywordIndex | None = None
+        self._keyword_key: tuple[int, float] | None = None
+        self._lock = threading.Lock()
+
+    def _collection(self) -> Any:
+        collection = open_collection(
+            self.client, self.settings.collection, self.embedder.name, self.embedder.dim, create=False
+        )
+        if collection is None or collection.count() == 0:
+            raise EmptyIndexError(
+                f"collection '{self.settings.collection}' is empty: index your notes first with `python -m ingest PATH`"
+            )
+        return collection
+
+    def keyword_index(self, collection: Any) -> KeywordIndex:
+        """The BM25 index, rebuilt when the collection changed since it was built."""
+        from ingest.manifest import Manifest
+
+        with Manifest(self.settings.manifest_path, self.settings.store_key, self.settings.collection) as manifest:
+            key = (collection.count(), manifest.last_sync() or 0.0)
+        with self._lock:
+            if self._keyword is None or self._keyword_key != key:
+                self._keyword = KeywordIndex.from_collection(collection)
+                self._keyword_key = key
+            return self._keyword
+
+    def search(
+        self,
+        question: str,
+        k: int | None = None,
+        filters: SearchFilters | None = None,
+        keyword: bool | None = None,
+    ) -> SearchResult:
+        """The k best chunks for the question; dates named in the question narrow the search when they match."""
+        k = k or self.settings.retrieval_k
+        keyword = self.settings.keyword_search if keyword is None else keyword
+        filters = filters or SearchFilters()
+        collection = self._collection()
+        index = self.keyword_index(collection)
+        dated_by_question = False
+        if filters.date_from is None and filters.date_to is None and (named := dates_in_question(question)):
+            dated = replace(filters, date_from=named[0], date_to=named[1])
+            mask = index.mask(dated)
+            if mask is not None and mask.any():  # a date no document has would hide everything: ignore it
+                filters, dated_by_question = dated, True
+        result = self._search(collection, index, question, k, filters, keyword)
+        if dated_by_question and result.hits:
+            # "What did I write in March 2024?" is answered by whatever is dated then, however similar.
+            result.found = True
+        return result
+
+    def _search(
+        self, collection: Any, index: KeywordIndex, question: str, k: int, filters: SearchFilters, keyword: bool
+    ) -> SearchResult:
+        mask = index.mask(filters)
+        if mask is not None and not mask.any():
+            return SearchResult([], False, filters)
+        pool = max(4 * k, 20)
+        query_vector = np.asarray(self.embedder.embed_query(question), dtype=np.float32)
+
+        # Vector candidates, with the filters as a Chroma where clause.
+        where = self._where(index, filters)
+        found = collection.query(
+            query_embeddings=[query_vector.tolist()],
+            n_results=min(pool, len(index.ids)),
+            where=where,
+            include=["distances"],
+        )
+        vector_rank = {cid: rank for rank, cid in enumerate(found["ids"][0])}
+        cosine = {cid: 1.0 - d for cid, d in zip(found["ids"][0], found["distances"][0], strict=True)}
+
+        keyword_rank: dict[str, int] = {}
+        if keyword:
+            for rank, (position, _score) in enumerate(index.search(question, pool, mask)):
+                keyword_rank[index.ids[position]] = rank
+
+        fused = reciprocal_rank_fusion(vector_rank, keyword_rank)
+        best = list(fused)[:k]
+
+        missing = [cid for cid in best if cid not in cosine]
+        if missing:  # keyword-only hits: score them by their stored vectors, so every hit has a cosine
+            stored = collection.get(ids=missing, include=["embeddings"])
+            for cid, vector in zip(stored["ids"], stored["embeddings"], strict=True):
+                cosine[cid] = float(np.dot(np.asarray(vector, dtype=np.float32), query_vector))
+
+        hits = []
+        for cid in best:
+            position = index.position.get(cid)
+            if position is None:  # indexed after the keyword snapshot: read it directly
+                got = collection.get(ids=[cid], include=["documents", "metadatas"])
+                text, meta = got["documents"][0], dict(got["metadatas"][0])
+            else:
+                text, meta = index.texts[position], index.metadatas[position]
+            page = meta.get("page")
+            hits.append(
+                Hit(cid, text, str(meta.get("source", "")), int(page) if page else None, cosine[cid], meta, fused[cid])
+            )
+        found_any = bool(hits) and max(h.score for h in hits) >= self.settings.relevance_floor
+        return SearchResult(hits, found_any, filters)
+
+    @staticmethod
+    def _where(index: KeywordIndex, filters: SearchFilters) -> dict[str, Any] | None:
+        clauses: list[dict[str, Any]] = []
+        if filters.folders:
+            prefixes = tuple(f.rstrip("/") for f in filters.folders)
+            folders = sorted({f for f in index.folders if any(f == p or f.startswith(p + "/") for p in prefixes)})
+            clauses.append({"folder": {"$in": folders or ["\u2205"]}})
+        if filters.date_from is not None:
+            clauses.append({"date": {"$gte": filters.date_from}})
+        if filters.date_to is not None:
+            clauses.append({"date": {"$lte": filters.date_to}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 def vector_search(settings: Settings, embedder: Any, question: str, k: int = 5, client: Any = None) -> list[Hit]:
-    """The k chunks closest in meaning to the question."""
-    client = client if client is not None else open_client(settings)
-    collection = open_collection(client, settings.collection, embedder.name, embedder.dim, create=False)
-    if collection is None or collection.count() == 0:
-        raise EmptyIndexError(
-            f"collection '{settings.collection}' is empty: index your notes first with `python -m ingest PATH`"
-        )
-    found = collection.query(
-        query_embeddings=[embedder.embed_query(question)],
-        n_results=k,
-        include=["documents", "metadatas", "distances"],
-    )
-    hits = []
-    for cid, text, meta, distance in zip(
-        found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
-    ):
-        page = meta.get("page")
-        hits.append(Hit(cid, text, str(meta.get("source", "")), int(page) if page else None, 1.0 - distance, meta))
-    return hits
+    """Plain vector search (no keywords, no filters): the baseline the benchmarks compare with."""
+    searcher = Searcher(settings, embedder, client)
+    collection = searcher._collection()
+    return searcher._search(collection, searcher.keyword_index(collection), question, k, SearchFilters(), False).hits

@@ -1,0 +1,135 @@
+"""Hybrid retrieval logic on the real embedded Chroma with a fake embedder."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.pipeline import IngestPipeline
+from rag.config import Settings
+from rag.retrieval import (
+    EmptyIndexError,
+    KeywordIndex,
+    SearchFilters,
+    Searcher,
+    dates_in_question,
+    keyword_tokens,
+    reciprocal_rank_fusion,
+)
+from tests.fakes import HashEmbedder
+
+
+@pytest.fixture
+def indexed(settings: Settings, samples_copy: Path) -> tuple[Searcher, Path]:
+    embedder = HashEmbedder()
+    IngestPipeline(settings, embedder).sync([samples_copy])
+    return Searcher(settings, embedder), samples_copy
+
+
+def test_keyword_tokens_english_and_chinese() -> None:
+    assert keyword_tokens("What is the G1372 train's number?") == ["g1372", "train's", "number"]
+    assert keyword_tokens("布洛芬") == ["布", "洛", "芬", "布洛", "洛芬"]
+    assert keyword_tokens("the a of") == []
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("What did I write in March 2024?", (20240301, 20240331)),
+        ("notes from feb. 2023", (20230201, 20230228)),
+        ("what happened on 2024-03-17", (20240317, 20240317)),
+        ("2024-02 summary", (20240201, 20240229)),
+        ("我2024年5月写了什么？", (20240501, 20240531)),
+        ("2024年3月17日做了什么", (20240317, 20240317)),
+        ("How much is the rent?", None),
+        ("in 2024 I moved", None),  # a year alone is too coarse to filter by
+    ],
+)
+def test_dates_in_question(question: str, expected: tuple[int, int] | None) -> None:
+    assert dates_in_question(question) == expected
+
+
+def test_keyword_index_scores_and_masks() -> None:
+    index = KeywordIndex(
+        ["a", "b", "c"],
+        ["the sourdough starter is called Bubbles", "布洛芬缓释胶囊", "bubbles in the bath"],
+        [{"folder": "/n/recipes", "date": 20240101}, {"folder": "/n/health", "date": 20240301}, {"folder": "/n", "date": 1}],
+    )
+    top = index.search("starter bubbles", 3, None)
+    assert [index.ids[i] for i, _ in top] == ["a", "c"]
+    assert [index.ids[i] for i, _ in index.search("布洛芬", 3, None)] == ["b"]
+    mask = index.mask(SearchFilters(folders=("/n/recipes",)))
+    assert mask is not None and mask.tolist() == [1.0, 0.0, 0.0]
+    assert [index.ids[i] for i, _ in index.search("bubbles", 3, mask)] == ["a"]
+    assert index.mask(SearchFilters(date_from=20240201)).tolist() == [0.0, 1.0, 0.0]
+    assert index.mask(SearchFilters()) is None
+    assert index.search("zzz unknownword", 3, None) == []
+
+
+def test_reciprocal_rank_fusion() -> None:
+    fused = reciprocal_rank_fusion({"a": 0, "b": 1, "c": 2}, {"c": 0, "d": 1})
+    assert list(fused) == ["c", "a", "b", "d"]  # in both lists beats first in one
+    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
+
+
+def test_search_brings_keyword_only_hits_in(indexed: tuple[Searcher, Path]) -> None:
+    searcher, notes = indexed
+    train_note = str(notes / "diary" / "2024-05-03.md")
+    with_keywords = searcher.search("G1372", k=5)
+    assert train_note in [h.source for h in with_keywords.hits]
+    assert all(-1.0 <= h.score <= 1.0 for h in with_keywords.hits)
+    assert [h.fused for h in with_keywords.hits] == sorted((h.fused for h in with_keywords.hits), reverse=True)
+    # The chunk with the train number is the keyword search's best hit, whatever the vectors say.
+    best_keyword = [h for h in with_keywords.hits if "G1372" in h.text]
+    assert best_keyword and best_keyword[0].fused >= 1 / (60 + 1)
+
+
+def test_folder_filter(indexed: tuple[Searcher, Path]) -> None:
+    searcher, notes = indexed
+    result = searcher.search("notes", k=10, filters=SearchFilters(folders=(str(notes / "diary"),)))
+    assert result.hits and all(h.metadata["folder"] == str(notes / "diary") for h in result.hits)
+    nothing = searcher.search("notes", k=10, filters=SearchFilters(folders=("/no/such/folder",)))
+    assert nothing.hits == [] and not nothing.found
+
+
+def test_date_in_question_narrows_to_that_month(indexed: tuple[Searcher, Path]) -> None:
+    searcher, notes = indexed
+    result = searcher.search("What did I write in March 2024?", k=5)
+    assert result.filters.date_from == 20240301 and result.found
+    assert {Path(h.source).name for h in result.hits} <= {"2024-03-04.md", "2024-03-17.md", "2024-03-26.md"}
+    # A month no document is dated in does not hide everything.
+    result = searcher.search("What did I write in March 1999?", k=5)
+    assert result.filters.date_from is None and result.hits
+
+
+def test_relevance_floor_marks_not_found(settings: Settings, samples_copy: Path) -> None:
+    embedder = HashEmbedder()
+    IngestPipeline(settings, embedder).sync([samples_copy])
+    strict = Searcher(settings.model_copy(update={"relevance_floor": 0.99}), embedder)
+    lenient = Searcher(settings.model_copy(update={"relevance_floor": -1.0}), embedder)
+    assert not strict.search("quantum chromodynamics lattice", k=3).found
+    assert lenient.search("quantum chromodynamics lattice", k=3).found
+
+
+def test_keyword_index_follows_new_ingests(indexed: tuple[Searcher, Path], settings: Settings) -> None:
+    searcher, notes = indexed
+    assert not any("Zanzibar" in h.text for h in searcher.search("Zanzibar", k=3).hits)
+    (notes / "notes" / "trip.md").write_text("# Trip\n\nWe are going to Zanzibar in July.\n", encoding="utf-8")
+    IngestPipeline(settings, searcher.embedder).sync([notes])
+    assert "Zanzibar" in searcher.search("Zanzibar", k=3).hits[0].text
+
+
+def test_empty_index_is_a_user_error(settings: Settings) -> None:
+    with pytest.raises(EmptyIndexError, match="python -m ingest"):
+        Searcher(settings, HashEmbedder()).search("anything")
+
+
+def test_retriever_is_a_langchain_retriever(indexed: tuple[Searcher, Path]) -> None:
+    from rag.retriever import NookRetriever
+
+    searcher, notes = indexed
+    retriever = NookRetriever(searcher=searcher, k=5)
+    docs = retriever.invoke("G1372")
+    assert len(docs) == 5 and str(notes / "diary" / "2024-05-03.md") in [d.metadata["source"] for d in docs]
+    assert len(retriever.invoke("G1372", k=2)) == 2
+    assert np.isfinite(docs[0].metadata["score"])
