@@ -215,7 +215,7 @@ def write_section(f: dict) -> None:
         "",
         f"Model load: {o['model_load_s']:.1f} s (not in the figures above). Retrieval quality of the faster path, "
         f"chunk-level hit@5 on {f['quality_fast']['questions']} Python FAQ questions (question headings removed "
-        f"from the indexed text): {f['quality_fast']['precision']} {f['quality_fast']['hit_at_5']:.3f}, "
+        f"from the indexed text): {o['precision']} {f['quality_fast']['hit_at_5']:.3f}, "
         f"float32 {f['quality_fp32']['hit_at_5']:.3f} (goal: within 0.01).",
         "",
     ]
