@@ -26,6 +26,8 @@ NOT_FOUND_ZH = "在你的文档中没有找到相关内容。"
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 _SNIPPET_CHARS = 300
+# Where a small model, having answered, starts writing the next turn itself; end-of-turn tokens of each family.
+STOP_SEQUENCES = ["\nQuestion:", "\nUser:", "\nContext:", "<|im_end|>", "<|im_start|>", "<|eot_id|>", "</s>", "[INST]"]
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,9 @@ class AnswerChain:
         self.cache = cache
         self.answer_prompt = select_prompt("answer", info)
         self.condense_prompt = select_prompt("condense", info)
-        self.answer_runnable: Runnable = self.answer_prompt | info.llm | StrOutputParser()
-        self.condense_runnable: Runnable = self.condense_prompt | info.llm | StrOutputParser()
+        llm = info.llm.bind(stop=STOP_SEQUENCES)
+        self.answer_runnable: Runnable = self.answer_prompt | llm | StrOutputParser()
+        self.condense_runnable: Runnable = self.condense_prompt | llm | StrOutputParser()
         self.count_tokens = token_counter(info)
 
     # ------------------------------------------------------------------ steps
@@ -226,7 +229,7 @@ class AnswerChain:
         kept, prompt_text = self.fit_context(standalone, found.hits)
         result.dropped_chunks = len(found.hits) - len(kept)
         result.sources = hits_to_sources(kept)
-        key = cache_key(f"{self.info.backend}:{self.info.model}", self.params, prompt_text)
+        key = cache_key(f"{self.info.backend}:{self.info.model}", {**self.params, "stop": STOP_SEQUENCES}, prompt_text)
         cached = self.cache.get(key) if self.cache else None
         if cached is not None:
             result.cached = True

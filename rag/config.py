@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from rag.errors import SettingsError
+from rag.models import PromptFamily
 
 CONFIG_ENV = "NOOK_CONFIG"
 DEFAULT_CONFIG_FILE = "nook.toml"
@@ -71,6 +72,49 @@ class Settings(BaseSettings):
         ge=-1.0,
         le=1.0,
         description="Below this cosine similarity of the best chunk, the answer is 'not found in your documents'.",
+    )
+    answer_cache: bool = Field(
+        default=True, description="Reuse the answer to a repeated question (same model, settings and context)."
+    )
+
+    # LLM (see rag.llms for the backends and rag.prompts for how the prompt is chosen).
+    llm_backend: str = Field(
+        default="llamacpp",
+        pattern=r"^[a-z0-9_-]+$",
+        description="LLM backend: llamacpp, ollama, gpt4all, llamafile or fake (see rag.llms.known_backends()).",
+    )
+    llm_model: str | None = Field(
+        default=None,
+        description="A .gguf path (llamacpp, gpt4all) or an Ollama model name; unset means the bundled SmolLM2 GGUF.",
+    )
+    llm_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Server URL for ollama (default http://127.0.0.1:11434) or llamafile (http://127.0.0.1:8080).",
+    )
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling: keep tokens up to this mass.")
+    top_k: int = Field(default=40, ge=0, le=1000, description="Sample from the k likeliest tokens; 0 disables.")
+    repeat_penalty: float = Field(
+        default=1.1, ge=0.5, le=2.0, description="Penalty for repeating recent tokens; 1.0 disables."
+    )
+    max_tokens: int = Field(default=512, ge=1, le=32768, description="Most tokens the model may generate per answer.")
+    n_ctx: int = Field(
+        default=4096, ge=256, le=131072, description="Context window in tokens (prompt plus answer), local models."
+    )
+    n_batch: int = Field(default=512, ge=1, le=8192, description="Prompt tokens evaluated per batch, local models.")
+    n_threads: int | None = Field(
+        default=None, ge=1, le=512, description="CPU threads for local models; unset lets llama.cpp decide."
+    )
+    n_gpu_layers: int = Field(
+        default=0, ge=-1, le=1000, description="Layers offloaded to a GPU; 0 is CPU only, -1 offloads all."
+    )
+    request_timeout: float = Field(
+        default=120.0, gt=0.0, le=3600.0, description="Seconds to wait for an LLM server (ollama, llamafile)."
+    )
+    prompt_family: PromptFamily | None = Field(
+        default=None,
+        description="Force a prompt format (llama2, llama3, chatml, generic); unset reads it from the model.",
     )
 
     @field_validator("chunk_overlap")
