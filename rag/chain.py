@@ -215,10 +215,30 @@ class AnswerChain:
 
     # ------------------------------------------------------------------ the whole thing
 
+    def check_server(self, timeout: float = 2.0) -> None:
+        """For server backends, fail at once with one line when the server does not answer.
+
+        Without this, a dead server is only noticed after retrieval, and the client's own timeout may be long.
+        """
+        base_url = getattr(self.info.llm, "base_url", None)
+        if not base_url:
+            return
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(base_url, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            return  # it answered, even if not at "/"
+        except (OSError, ValueError) as exc:
+            raise backend_error(self.info, ConnectionError(str(exc))) from None
+
     def ask(
         self, question: str, history: Sequence[tuple[str, str]] = (), filters: SearchFilters | None = None
     ) -> AnswerStream:
         """Retrieve and start answering; iterate the returned stream for the text."""
+        self.check_server()
         standalone = self.standalone_question(question, history)
         found = self.search(standalone, filters)
         result = AnswerResult(question=question, standalone_question=standalone, filters=found.filters)
