@@ -9,10 +9,10 @@ run: install demo
 install:
 	bash scripts/install.sh
 
-# Index the bundled sample notes, then answer a question from them.
+# Index the bundled sample notes, then answer a question from them with the bundled model.
 demo:
 	$(BIN)/python -m ingest data/samples
-	$(BIN)/python -m rag search "When is my first physio appointment after the ankle sprain?" -k 3
+	$(BIN)/python -m rag ask "When is my first physio appointment after the ankle sprain?"
 
 test:
 	bash scripts/install.sh dev

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from difflib import SequenceMatcher
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus import faq_set, library_corpus  # noqa: E402
+from bench.corpus import faq_set, library_corpus, shares_passage  # noqa: E402
+from bench.report import write_section  # noqa: E402
 from rag.privacy import enforce_offline  # noqa: E402
 
 BATCH = 32
@@ -121,15 +121,8 @@ def mode_quality(data: Path, precision: str) -> dict:
     hits = 0
     for q in questions:
         found = vector_search(settings, embedder, q.question, k=5)
-        hits += any(_shares_passage(h.text, q.answer) for h in found)
+        hits += any(shares_passage(h.text, q.answer) for h in found)
     return {"questions": len(questions), "hit_at_5": hits / len(questions), "precision": precision}
-
-
-def _shares_passage(chunk: str, answer: str, need: int = 60) -> bool:
-    """True when the chunk and the gold answer share a passage of at least `need` characters (or the whole answer)."""
-    a, b = " ".join(chunk.split()), answer
-    match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
-    return match.size >= min(need, len(b))
 
 
 def run_mode(*args: str) -> dict:
@@ -184,14 +177,12 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=2))
     if not args.no_write:
-        write_section(figures)
+        write_ingest_section(figures)
 
 
-def write_section(f: dict) -> None:
+def write_ingest_section(f: dict) -> None:
     o, o32, r, r32, n = f["ours"], f["ours_fp32"], f["raw_same"], f["raw_fp32"], f["naive"]
     lines = [
-        "## Ingest",
-        "",
         f"Command: `.venv/bin/python bench/ingest.py --files 60` ({time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores, no GPU). Corpus: {f['corpus']}. Batch size {BATCH}. "
         "Each figure comes from its own process in the same run; compare the ratios.",
@@ -219,13 +210,7 @@ def write_section(f: dict) -> None:
         f"float32 {f['quality_fp32']['hit_at_5']:.3f} (goal: within 0.01).",
         "",
     ]
-    path = ROOT / "docs" / "BENCHMARKS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nFigures from the scripts in `bench/`; rerun the command shown to reproduce.\n\n"
-    start = text.find("## Ingest")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1 if end >= 0 else len(text):]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines), encoding="utf-8")
+    write_section("Ingest", lines)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,10 @@ class Searcher:
             )
         return collection
 
+    def check_index(self) -> None:
+        """Raise EmptyIndexError, with what to do, when there is nothing to search."""
+        self._collection()
+
     def keyword_index(self, collection: Any) -> KeywordIndex:
         """The BM25 index, rebuilt when the collection changed since it was built."""
         from ingest.manifest import Manifest
