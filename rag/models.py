@@ -128,8 +128,14 @@ def ollama_family(
     base_url: str, model: str, *, fetch: FetchJson = fetch_json, timeout: float = LOOKUP_TIMEOUT
 ) -> PromptFamily:
     """Prompt family of an Ollama model, from the `template` that `/api/show` reports; generic when unreachable."""
+    import urllib.error
+
     try:
         info = fetch(f"{base_url.rstrip('/')}/api/show", {"model": model}, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # the server is up but has no such model: say so now, not at the first question
+            raise BackendError(f"Ollama at {base_url} has no model '{model}' (not found): run `ollama pull {model}`")
+        return "generic"
     except (OSError, ValueError):  # URLError and timeouts are OSErrors; bad JSON is a ValueError
         return "generic"
     return family_from_template(info.get("template"))
