@@ -235,7 +235,12 @@ class IngestPipeline:
                     on_file_error(path, reason)
             known = manifest.files()
             on_disk = {f.path for f in files}
-            deleted = [p for p in known if _under(p, root_paths) and p not in on_disk]
+            # A folder that could not be read (unmounted disk, no permission) says nothing about its files:
+            # they are kept, not deleted.
+            unreadable = [path for path, reason in problems if reason.startswith("cannot read folder")]
+            deleted = [
+                p for p in known if _under(p, root_paths) and p not in on_disk and not _under(p, unreadable)
+            ]
             todo: list[FileState] = []
             for state in files:
                 record = known.get(state.path)

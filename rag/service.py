@@ -51,7 +51,7 @@ _write_locks_guard = threading.Lock()
 
 @contextmanager
 def _index_write_lock(settings: Settings) -> Iterator[None]:
-    """One writer at a time per index (data dir + collection) in this process: UI syncs and removals never interleave."""
+    """One writer at a time per index (data dir + collection) in this process: syncs and removals never interleave."""
     key = f"{settings.manifest_path.resolve()}|{settings.store_key}|{settings.collection}"
     with _write_locks_guard:
         lock = _write_locks.setdefault(key, threading.Lock())

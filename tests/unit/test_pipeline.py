@@ -239,3 +239,27 @@ def test_too_large_file_is_reported_and_not_read(settings: Settings, samples_cop
     assert reasons[str(big)].startswith("too large")
     _, _, per_source = index_state(tiny)
     assert str(big) not in per_source
+
+
+def test_an_unreadable_folder_does_not_delete_its_documents(
+    settings: Settings, samples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make(settings).sync([samples_copy])
+    diary = str(samples_copy / "diary")
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):  # type: ignore[no-untyped-def]
+        for folder, dirs, files in real_walk(top, onerror=onerror, followlinks=followlinks):
+            if folder == diary:  # as if the folder had become unreadable (root ignores chmod)
+                if onerror:
+                    onerror(PermissionError(13, "Permission denied", diary))
+                dirs[:] = []
+                continue
+            yield folder, dirs, files
+
+    monkeypatch.setattr("ingest.pipeline.os.walk", walk)
+    report = make(settings).sync([samples_copy])
+    assert report.deleted == 0
+    assert dict(report.failures)[diary].startswith("cannot read folder")
+    _, _, per_source = index_state(settings)
+    assert any(s.startswith(diary + "/") for s in per_source)
