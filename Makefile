@@ -5,17 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 run: install demo
+	$(BIN)/streamlit run app.py
 
 install:
 	bash scripts/install.sh
 
-# Index the bundled sample notes, then answer a question from them with the bundled model.
+# Index the bundled sample notes (a no-op when they are already in), and ask one question from the terminal.
 demo:
 	$(BIN)/python -m ingest data/samples
 	$(BIN)/python -m rag ask "When is my first physio appointment after the ankle sprain?"
+	@echo "Opening the chat at http://127.0.0.1:8501 (Ctrl-C stops it)"
 
 test:
-	bash scripts/install.sh dev
+	bash scripts/install.sh dev gpt4all llamafile
+	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest
 
 bench-ingest:
