@@ -50,6 +50,7 @@ class LLMInfo:
     model: str
     chat: bool
     family: PromptFamily
+    n_ctx: int | None = None  # the backend's own context window where it is fixed or reported, else None
 
     def __post_init__(self) -> None:
         # The family travels with the model object too, so the prompt selector can ask the model itself.
@@ -108,34 +109,42 @@ def _llamacpp(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMInf
 def _gpt4all(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMInfo:
     _check_mode("gpt4all", mode, ("completion",))
     _require("gpt4all", "gpt4all", "gpt4all==2.8.2")
-    from langchain_community.llms import GPT4All
+    from rag.llm_wrappers import StreamingGPT4All
 
     path = check_gguf(resolve_model_path(settings.llm_model))
     family = settings.prompt_family or gguf_family(path)
-    llm = GPT4All(
-        model=str(path),
-        allow_download=False,
-        max_tokens=settings.max_tokens,
-        n_predict=settings.max_tokens,  # the wrapper passes both and n_predict wins; the context window stays 2048
-        temp=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        repeat_penalty=settings.repeat_penalty,
-        n_batch=settings.n_batch,
-        n_threads=settings.n_threads,
-        device="gpu" if settings.n_gpu_layers else "cpu",
-        streaming=True,
-    )
-    return LLMInfo(llm=llm, backend="gpt4all", model=str(path), chat=False, family=family)
+    try:
+        llm = StreamingGPT4All(
+            model=str(path),
+            allow_download=False,
+            max_tokens=settings.max_tokens,
+            n_predict=settings.max_tokens,  # the wrapper passes both and n_predict wins
+            temp=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+            repeat_penalty=settings.repeat_penalty,
+            n_batch=settings.n_batch,
+            n_threads=settings.n_threads,
+            device="gpu" if settings.n_gpu_layers else "cpu",
+            streaming=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - gpt4all raises a bare Exception("Model not loaded")
+        raise BackendError(
+            f"gpt4all cannot load {path} ({exc}); its llama.cpp is old: for newer GGUFs remove the pre-tokenizer "
+            f"field from a copy (python -m gguf.scripts.gguf_new_metadata --remove-metadata tokenizer.ggml.pre "
+            f"IN OUT) or use the llamacpp backend"
+        ) from None
+    # The wrapper gives gpt4all no context size: it runs with its default of 2048 tokens.
+    return LLMInfo(llm=llm, backend="gpt4all", model=str(path), chat=False, family=family, n_ctx=2048)
 
 
 def _llamafile(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMInfo:
     _check_mode("llamafile", mode, ("completion",))
-    from langchain_community.llms import Llamafile
+    from rag.llm_wrappers import CheckedLlamafile
 
     base_url = settings.llm_base_url or LLAMAFILE_URL
     family = settings.prompt_family or llamafile_family(base_url, fetch=fetch)
-    llm = Llamafile(
+    llm = CheckedLlamafile(
         base_url=base_url,
         request_timeout=int(settings.request_timeout),
         temperature=settings.temperature,
@@ -145,7 +154,19 @@ def _llamafile(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMIn
         n_predict=settings.max_tokens,
         streaming=True,
     )
-    return LLMInfo(llm=llm, backend="llamafile", model=base_url, chat=False, family=family)
+    return LLMInfo(
+        llm=llm, backend="llamafile", model=base_url, chat=False, family=family, n_ctx=llamafile_n_ctx(base_url, fetch)
+    )
+
+
+def llamafile_n_ctx(base_url: str, fetch: FetchJson) -> int | None:
+    """The context size a llama-server / llamafile was started with (`/props`), or None when it does not say."""
+    try:
+        props = fetch(f"{base_url.rstrip('/')}/props", None, 2.0)
+    except (OSError, ValueError):
+        return None
+    value = (props.get("default_generation_settings") or {}).get("n_ctx")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def _ollama(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMInfo:

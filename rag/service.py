@@ -173,7 +173,8 @@ class NookService:
                 self._chain = AnswerChain(
                     self.llm_info,
                     search=lambda q, f: self.search(q, filters=f),
-                    n_ctx=s.n_ctx,
+                    # The smaller of the configured window and the one the backend really has.
+                    n_ctx=min(s.n_ctx, self.llm_info.n_ctx or s.n_ctx),
                     max_tokens=s.max_tokens,
                     params=params,
                     cache=AnswerCache(s.data_dir / "answers.sqlite3") if s.answer_cache else None,

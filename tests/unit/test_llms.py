@@ -161,9 +161,22 @@ def test_llamafile_backend_reads_props() -> None:
     assert (info.llm.base_url, info.llm.n_predict) == ("http://127.0.0.1:8080", 77)
 
 
-def test_prompt_family_setting_skips_the_server_lookup() -> None:
-    info = build_llm(Settings(llm_backend="llamafile", prompt_family="chatml"), fetch=no_network)
+def test_prompt_family_setting_wins_over_the_servers_template() -> None:
+    def props(url: str, body: Any, timeout: float) -> dict[str, Any]:
+        assert url == "http://127.0.0.1:8080/props"
+        return {"chat_template": "<|start_header_id|>", "default_generation_settings": {"n_ctx": 2048}}
+
+    info = build_llm(Settings(llm_backend="llamafile", prompt_family="chatml"), fetch=props)
     assert info.family == "chatml"
+    assert info.n_ctx == 2048  # the server's real window is still read
+
+
+def test_llamafile_window_unknown_when_the_server_does_not_say() -> None:
+    def down(url: str, body: Any, timeout: float) -> dict[str, Any]:
+        raise OSError("connection refused")
+
+    info = build_llm(Settings(llm_backend="llamafile"), fetch=down)
+    assert info.n_ctx is None and info.family == "generic"
 
 
 @pytest.mark.parametrize(

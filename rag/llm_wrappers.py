@@ -1,0 +1,101 @@
+"""LangChain LLM wrappers mended where the community ones fall short: GPT4All streaming, llamafile server errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from langchain_community.llms import GPT4All, Llamafile
+from langchain_core.outputs import GenerationChunk
+
+from rag.errors import BackendError
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop sequence (kept back, not shown)."""
+    for size in range(min(len(text), max(map(len, stops), default=1) - 1), 0, -1):
+        if any(stop.startswith(text[-size:]) for stop in stops):
+            return size
+    return 0
+
+
+class StreamingGPT4All(GPT4All):
+    """GPT4All whose `.stream()` yields each token, with stop sequences matched as plain text.
+
+    The community wrapper yields one chunk from `.stream()` and splits on stop words as a regular expression,
+    so "[INST]" would cut the answer at its first I, N, S or T.
+    """
+
+    def _stream(
+        self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> Iterator[GenerationChunk]:
+        stops = [s for s in (stop or []) if s]
+        stopped = False
+        params = {
+            **self._default_params(),
+            **kwargs,
+            "streaming": True,
+            "callback": lambda _token_id, _response: not stopped,  # False ends gpt4all's generation
+        }
+        text, sent = "", 0
+        for token in self.client.generate(prompt, **params):
+            if stopped:
+                continue  # drain: generation ends at the next token and the model is free again
+            text += token
+            hits = [i for i in (text.find(s, max(0, sent - len(s))) for s in stops) if i >= 0]
+            if hits:
+                stopped = True
+                text = text[: min(hits)]
+                end = len(text)
+            else:
+                end = len(text) - held_back(text, stops)
+            if end > sent:
+                piece, sent = text[sent:end], end
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, verbose=self.verbose)
+                yield GenerationChunk(text=piece)
+        if sent < len(text):
+            piece = text[sent:]
+            if run_manager:
+                run_manager.on_llm_new_token(piece, verbose=self.verbose)
+            yield GenerationChunk(text=piece)
+
+    def _call(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> str:
+        return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))
+
+
+class CheckedLlamafile(Llamafile):
+    """Llamafile that raises on an HTTP error instead of streaming the server's error JSON as the answer."""
+
+    def _stream(
+        self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> Iterator[GenerationChunk]:
+        params = self._get_parameters(stop=stop, **kwargs)
+        params["stream"] = True
+        response = requests.post(
+            url=f"{self.base_url}/completion",
+            headers={"Content-Type": "application/json"},
+            json={"prompt": prompt, **params},
+            stream=True,
+            timeout=self.request_timeout,
+        )
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", {}).get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise BackendError(f"the llamafile server at {self.base_url} refused the request: {message[:200]}")
+        response.encoding = "utf8"
+        for line in response.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            content = json.loads(line.removeprefix("data:").strip()).get("content", "")
+            if content:
+                if run_manager:
+                    run_manager.on_llm_new_token(token=content)
+                yield GenerationChunk(text=content)
+
+    def _call(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> str:
+        return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))
