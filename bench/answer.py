@@ -51,7 +51,9 @@ def streaming(work: Path, max_tokens: int) -> dict:
     service.ask(QUESTIONS[0]).text()  # warm up both paths
     rows = []
     for question in QUESTIONS:
-        # Chain: from ask() to the last token, retrieval and prompt building included.
+        # Chain: from ask() to the last token, retrieval and prompt building included. Both paths start with an
+        # empty KV cache, or llama.cpp would reuse the prompt the other path just evaluated.
+        raw_model.reset()
         started = time.perf_counter()
         stream = service.ask(question)
         first = None
@@ -69,6 +71,7 @@ def streaming(work: Path, max_tokens: int) -> dict:
         )
         tokens = len(raw_model.tokenize(result.answer.encode("utf-8"), add_bos=False))
         # Raw: the same prompt straight into llama.cpp, same sampling and stops.
+        raw_model.reset()
         raw_started = time.perf_counter()
         raw_first = None
         raw_pieces = 0
@@ -112,6 +115,7 @@ def retrieval_latency(work: Path, sizes: list[int], queries: int) -> list[dict]:
     """
     import numpy as np
 
+    from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
     from rag.config import Settings
     from rag.embeddings import load_embedder
@@ -145,6 +149,8 @@ def retrieval_latency(work: Path, sizes: list[int], queries: int) -> list[dict]:
                 metadatas=[metas[j] for j in idx],
                 embeddings=noisy,
             )
+        with Manifest(settings.manifest_path, settings.store_key, settings.collection) as manifest:
+            manifest.set_dirty(False)  # stamp the write as a sync does: the searcher's freshness check reads it
         searcher = Searcher(settings, embedder, client=client)
         started = time.perf_counter()
         searcher.search(asked[0])  # builds the keyword index once
@@ -246,8 +252,8 @@ def write_answer_section(f: dict, args: argparse.Namespace) -> None:
         "| streaming, median of 5 questions on the sample notes | chain | raw llama.cpp, same prompt | ratio / overhead | goal |",
         "|---|---|---|---|---|",
         f"| tokens/s while streaming | {s['chain_tps']:.1f} | {s['raw_tps']:.1f} | {s['ratio']:.2f} | >= 0.95 |",
-        f"| time to first token, s | {s['chain_ttft']:.2f} | {s['raw_ttft']:.2f} | +{s['chain_ttft'] - s['raw_ttft']:.2f} s "
-        "(query embedding, retrieval, prompt) | |",
+        f"| time to first token, s (both with an empty KV cache) | {s['chain_ttft']:.2f} | {s['raw_ttft']:.2f} | "
+        f"+{s['chain_ttft'] - s['raw_ttft']:.2f} s (query embedding, retrieval, prompt building) | |",
         "",
         f"| retrieval (hybrid: query embedding + Chroma + BM25 + fusion), {args.queries} FAQ questions | p50 ms | p99 ms | "
         "keyword index build, s | goal |",

@@ -196,34 +196,62 @@ class Searcher:
         self.embedder = embedder
         self.client = client if client is not None else open_client(settings)
         self._keyword: KeywordIndex | None = None
-        self._keyword_key: tuple[int, float] | None = None
+        self._keyword_key: Any = None
+        self._collection_obj: Any = None
         self._lock = threading.Lock()
 
+    def _last_sync(self) -> float | None:
+        """When a sync or removal last finished writing this collection (every write path stamps it)."""
+        import sqlite3
+
+        path = self.settings.manifest_path
+        if not path.exists():
+            return None
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                row = db.execute(
+                    "SELECT last_sync FROM runs WHERE store=? AND collection=?",
+                    (self.settings.store_key, self.settings.collection),
+                ).fetchone()
+        except sqlite3.OperationalError:  # no runs table yet
+            return None
+        return row[0] if row else None
+
+    def _current(self) -> tuple[Any, KeywordIndex]:
+        """The collection and its keyword index, reopened and rebuilt only when a write finished since.
+
+        Counting a 100k-chunk collection takes Chroma about 10 ms, so freshness comes from the manifest instead.
+        """
+        stamp: Any = self._last_sync()
+        with self._lock:
+            if stamp is None and self._collection_obj is not None:
+                # Written without a manifest (not by Nook's ingest): fall back to counting.
+                stamp = ("count", self._collection_obj.count())
+            if self._keyword is None or self._keyword_key != stamp:
+                collection = open_collection(
+                    self.client, self.settings.collection, self.embedder.name, self.embedder.dim, create=False
+                )
+                index = KeywordIndex.from_collection(collection) if collection is not None else None
+                if collection is None or index is None or not index.ids:
+                    raise EmptyIndexError(
+                        f"collection '{self.settings.collection}' is empty: index your notes first with "
+                        "`python -m ingest PATH`"
+                    )
+                if stamp is None:
+                    stamp = ("count", collection.count())
+                self._collection_obj, self._keyword, self._keyword_key = collection, index, stamp
+            return self._collection_obj, self._keyword
+
     def _collection(self) -> Any:
-        collection = open_collection(
-            self.client, self.settings.collection, self.embedder.name, self.embedder.dim, create=False
-        )
-        if collection is None or collection.count() == 0:
-            raise EmptyIndexError(
-                f"collection '{self.settings.collection}' is empty: index your notes first with `python -m ingest PATH`"
-            )
-        return collection
+        return self._current()[0]
 
     def check_index(self) -> None:
         """Raise EmptyIndexError, with what to do, when there is nothing to search."""
-        self._collection()
+        self._current()
 
-    def keyword_index(self, collection: Any) -> KeywordIndex:
-        """The BM25 index, rebuilt when the collection changed since it was built."""
-        from ingest.manifest import Manifest
-
-        with Manifest(self.settings.manifest_path, self.settings.store_key, self.settings.collection) as manifest:
-            key = (collection.count(), manifest.last_sync() or 0.0)
-        with self._lock:
-            if self._keyword is None or self._keyword_key != key:
-                self._keyword = KeywordIndex.from_collection(collection)
-                self._keyword_key = key
-            return self._keyword
+    def keyword_index(self, collection: Any = None) -> KeywordIndex:
+        """The BM25 index over the collection as of its last finished write."""
+        return self._current()[1]
 
     def search(
         self,
@@ -236,8 +264,7 @@ class Searcher:
         k = k or self.settings.retrieval_k
         keyword = self.settings.keyword_search if keyword is None else keyword
         filters = filters or SearchFilters()
-        collection = self._collection()
-        index = self.keyword_index(collection)
+        collection, index = self._current()
         dated_by_question = False
         if filters.date_from is None and filters.date_to is None and (named := dates_in_question(question)):
             dated = replace(filters, date_from=named[0], date_to=named[1])
@@ -318,5 +345,5 @@ class Searcher:
 def vector_search(settings: Settings, embedder: Any, question: str, k: int = 5, client: Any = None) -> list[Hit]:
     """Plain vector search (no keywords, no filters): the baseline the benchmarks compare with."""
     searcher = Searcher(settings, embedder, client)
-    collection = searcher._collection()
-    return searcher._search(collection, searcher.keyword_index(collection), question, k, SearchFilters(), False).hits
+    collection, index = searcher._current()
+    return searcher._search(collection, index, question, k, SearchFilters(), False).hits
