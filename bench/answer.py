@@ -253,7 +253,7 @@ def write_answer_section(f: dict, args: argparse.Namespace) -> None:
         "|---|---|---|---|---|",
         f"| tokens/s while streaming | {s['chain_tps']:.1f} | {s['raw_tps']:.1f} | {s['ratio']:.2f} | >= 0.95 |",
         f"| time to first token, s (both with an empty KV cache) | {s['chain_ttft']:.2f} | {s['raw_ttft']:.2f} | "
-        f"+{s['chain_ttft'] - s['raw_ttft']:.2f} s (query embedding, retrieval, prompt building) | |",
+        f"{s['chain_ttft'] - s['raw_ttft']:+.2f} s (query embedding, retrieval, prompt building) | |",
         "",
         f"| retrieval (hybrid: query embedding + Chroma + BM25 + fusion), {args.queries} FAQ questions | p50 ms | p99 ms | "
         "keyword index build, s | goal |",
