@@ -60,7 +60,35 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-class SentenceTransformerEmbedder(Embeddings):
+class _RegisteredEmbedder(Embeddings):
+    """Name and size from the registry entry, LangChain's embed_* on top of `encode`; subclasses embed."""
+
+    spec: EmbeddingSpec
+
+    @property
+    def name(self) -> str:
+        """The registry name of the model."""
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        return self.spec.dim
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Unit-length float32 vectors, one row per text."""
+        raise NotImplementedError
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed chunks; vectors are unit length so cosine distance is meaningful."""
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one question."""
+        return self.encode([text])[0].tolist()
+
+
+class SentenceTransformerEmbedder(_RegisteredEmbedder):
     """A sentence-transformers model from local weights: normalised vectors, token counting, batching."""
 
     def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
@@ -86,27 +114,9 @@ class SentenceTransformerEmbedder(Embeddings):
         # One model object serves several threads (Streamlit sessions); torch modules are not re-entrant.
         self._lock = threading.Lock()
 
-    @property
-    def name(self) -> str:
-        """The registry name of the model."""
-        return self.spec.name
-
-    @property
-    def dim(self) -> int:
-        """Length of each vector."""
-        return self.spec.dim
-
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for this text, without special tokens."""
         return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed chunks; vectors are unit length so cosine distance is meaningful."""
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one question."""
-        return self.encode([text])[0].tolist()
 
     def encode(self, texts: Sequence[str]) -> Any:
         """Embed to a float32 numpy array, one unit-length row per text."""
@@ -127,7 +137,7 @@ def load_embedder(name: str, batch_size: int = 32, precision: str = "auto") -> S
     return SentenceTransformerEmbedder(get_spec(name), batch_size=batch_size, precision=precision)
 
 
-class LazyEmbedder:
+class LazyEmbedder(_RegisteredEmbedder):
     """Knows a model's name and size at once, loads its weights only when text must be embedded.
 
     A sync with nothing new to index then never pays for loading torch and the weights.
@@ -138,16 +148,6 @@ class LazyEmbedder:
         self._args = (batch_size, precision)
         self._model: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        """The registry name of the model."""
-        return self.spec.name
-
-    @property
-    def dim(self) -> int:
-        """Length of each vector."""
-        return self.spec.dim
 
     @property
     def loaded(self) -> SentenceTransformerEmbedder:
@@ -164,11 +164,3 @@ class LazyEmbedder:
     def encode(self, texts: Sequence[str]) -> Any:
         """Unit-length float32 vectors."""
         return self.loaded.encode(texts)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """LangChain's document embedding."""
-        return self.loaded.embed_documents(texts)
-
-    def embed_query(self, text: str) -> list[float]:
-        """LangChain's query embedding."""
-        return self.loaded.embed_query(text)
