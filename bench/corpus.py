@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -67,17 +66,10 @@ def faq_set() -> tuple[Path, list[FaqQuestion]]:
             if title.endswith("?"):
                 answer = " ".join(body.split())
                 if len(answer) >= 80:
-                    questions.append(FaqQuestion(title, answer, path.name))
+                    questions.append(FaqQuestion(title, answer, path.name.removesuffix(".rst.txt") + ".txt"))
                 kept.append(body)  # the question heading is dropped, the answer stays
             else:
                 kept.append(match.group(0) + body)
         name = path.name.removesuffix(".rst.txt") + ".txt"
         (target / name).write_text("\n".join(kept), encoding="utf-8")
     return target, questions
-
-
-def shares_passage(chunk: str, answer: str, need: int = 60) -> bool:
-    """Chunk-level hit: the chunk and the gold answer share a passage of `need` characters (or the whole answer)."""
-    a = " ".join(chunk.split())
-    match = SequenceMatcher(None, a, answer, autojunk=False).find_longest_match(0, len(a), 0, len(answer))
-    return match.size >= min(need, len(answer))
