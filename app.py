@@ -254,6 +254,14 @@ with stats_box:
         chunks_col.metric("Chunks", f"{stats.chunks:,}")
         failed = f" · {stats.failed} failed" if stats.failed else ""
         st.caption(f"Last sync {ui.relative_time(stats.last_sync)}{failed}  \nEmbeddings: {stats.embedding_model}")
+    with st.expander("Retrieval quality", icon=":material/fact_check:"):
+        report = attempt(nook.last_eval_report)
+        if report is None:
+            st.caption("Measure retrieval on your own questions: `python -m rag eval questions.jsonl` "
+                       "(one {\"question\", \"answer\"} object per line). The last report shows here.")
+        else:
+            st.caption(ui.eval_caption(report))
+            st.dataframe(ui.eval_rows(report), hide_index=True, width="stretch")
 
 
 # ---------------------------------------------------------------- main: documents

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus import faq_set, library_corpus, shares_passage  # noqa: E402
+from bench.corpus import faq_set, library_corpus  # noqa: E402
+from rag.evaluate import shares_passage  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from rag.privacy import enforce_offline  # noqa: E402
 

@@ -46,15 +46,12 @@ class _Progress:
         if not self._enabled:
             return
         if self._bar is None:
-            import shutil
+            from rag.progress import terminal_bar
 
-            from tqdm import tqdm
-
-            # Where the terminal reports a size of 0x0 tqdm would draw nothing; get_terminal_size falls back to 80x24.
-            size = shutil.get_terminal_size()
-            self._bar = tqdm(
-                total=total, unit="file", file=sys.stderr, ncols=size.columns, nrows=size.lines, smoothing=0.1
-            )
+            self._bar = terminal_bar(total, "file")
+            if self._bar is None:
+                self._enabled = False
+                return
         self._bar.n = done
         rate = chunks / self._bar.format_dict["elapsed"] if self._bar.format_dict["elapsed"] else 0.0
         self._bar.set_postfix_str(f"{chunks} chunks, {rate:.1f} chunks/s", refresh=True)

@@ -1,4 +1,4 @@
-"""`python -m rag ask|search|models`: the local index and models from the terminal."""
+"""`python -m rag ask|search|models|eval`: the local index and models from the terminal."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", help="model file (GGUF) or Ollama model name")
     ask.add_argument("-k", type=int, help="chunks of context (default: retrieval_k, 5)")
     commands.add_parser("models", parents=[common], help="list the local models Nook can use")
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[common],
+        help="measure retrieval on a question set",
+        description="Score retrieval on SET: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv), indexed "
+        "on its own, or a JSONL file of {\"question\", \"answer\"} pairs scored against your collection.",
+    )
+    evaluate.add_argument("set", type=Path, help="BEIR folder or .jsonl file of question/answer pairs")
+    evaluate.add_argument("-k", type=int, help="cut-off for hit@k (default: retrieval_k, 5)")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -87,6 +97,37 @@ def _ask(args: argparse.Namespace, service: Any) -> None:
                 print(f"  [{source.number}] {source.label()}  ({source.score:.2f})  {source.source}")
 
 
+def _eval(args: argparse.Namespace, service: Any) -> None:
+    from rag.progress import terminal_bar
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                if bar is not None:
+                    bar.close()
+            bars[stage] = terminal_bar(total, "file" if stage == "index" else "question", not (args.quiet or args.json))
+        if (bar := bars[stage]) is not None:
+            bar.n = done
+            bar.refresh()
+
+    try:
+        report = service.evaluate(args.set, k=args.k, on_progress=progress)
+    finally:
+        for bar in bars.values():
+            if bar is not None:
+                bar.close()
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
+        return
+    print(f"{report.set_path}: {report.overall.questions} questions, {report.kind}, collection {report.collection}, "
+          f"{report.embedding_model}, {report.seconds:.1f} s")
+    print(report.table())
+    for question, reason in report.skipped:
+        print(f"skipped  {question}: {reason}")
+
+
 def _models(args: argparse.Namespace, settings: Any) -> None:
     from rag.discovery import OLLAMA_DEFAULT_URL, discover
 
@@ -125,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         service = NookService(settings)
         if args.command == "search":
             _search(args, service)
+        elif args.command == "eval":
+            _eval(args, service)
         else:
             _ask(args, service)
     except NookError as exc:

@@ -67,11 +67,14 @@ class Settings(BaseSettings):
     # Retrieval.
     retrieval_k: int = Field(default=5, ge=1, le=100, description="Chunks given to the model as context.")
     keyword_search: bool = Field(default=True, description="Fuse BM25 keyword search with vector search.")
-    relevance_floor: float = Field(
-        default=0.25,
+    relevance_floor: float | None = Field(
+        default=None,
         ge=-1.0,
         le=1.0,
-        description="Below this cosine similarity of the best chunk, the answer is 'not found in your documents'.",
+        description=(
+            "Below this cosine similarity of the best chunk, the answer is 'not found in your documents'; "
+            "unset uses the embedding model's own floor (each model has its own scale of similarities)."
+        ),
     )
     answer_cache: bool = Field(
         default=True, description="Reuse the answer to a repeated question (same model, settings and context)."

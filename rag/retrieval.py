@@ -200,6 +200,14 @@ class Searcher:
         self._collection_obj: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def relevance_floor(self) -> float:
+        """The configured floor, else the embedding model's own (cosine scales differ between models)."""
+        if self.settings.relevance_floor is not None:
+            return self.settings.relevance_floor
+        spec = getattr(self.embedder, "spec", None)
+        return spec.relevance_floor if spec is not None else 0.25
+
     def _last_sync(self) -> float | None:
         """When a sync or removal last finished writing this collection (every write path stamps it)."""
         import sqlite3
@@ -323,7 +331,7 @@ class Searcher:
             hits.append(
                 Hit(cid, text, str(meta.get("source", "")), int(page) if page else None, cosine[cid], meta, fused[cid])
             )
-        found_any = bool(hits) and max(h.score for h in hits) >= self.settings.relevance_floor
+        found_any = bool(hits) and max(h.score for h in hits) >= self.relevance_floor
         return SearchResult(hits, found_any, filters)
 
     @staticmethod

@@ -15,7 +15,7 @@ from typing import Any
 from rag.config import Settings
 from rag.errors import NookError
 from rag.privacy import enforce_offline
-from rag.retrieval import SearchFilters, SearchResult, Searcher
+from rag.retrieval import Searcher, SearchFilters, SearchResult
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,51 @@ class NookService:
 
         pipeline = IngestPipeline(self.settings, self.embedder, client=self.searcher.client)
         return pipeline.sync(list(paths), dry_run=dry_run, on_progress=on_progress)
+
+    def evaluate(
+        self,
+        set_path: Path,
+        k: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> Any:
+        """Score retrieval on a question set (see rag.evaluate) and keep the report as the last one.
+
+        A BEIR set is indexed first into an index of its own under `data_dir/eval` (synced: a second run reuses it);
+        answer pairs are scored against the configured collection. on_progress gets (stage, done, total), the stage
+        being "index" (files) or "questions".
+        """
+        from rag.evaluate import Evaluator, beir_settings, load_eval_set, save_report, write_beir_documents
+
+        eval_set = load_eval_set(Path(set_path))
+        k = k or self.settings.retrieval_k
+        if eval_set.kind == "beir":
+            from ingest.pipeline import IngestPipeline
+
+            settings = beir_settings(self.settings, eval_set)
+            names = write_beir_documents(eval_set, settings.data_dir / "documents")
+            index_progress = (lambda done, total, _chunks: on_progress("index", done, total)) if on_progress else None
+            report = IngestPipeline(settings, self.embedder).sync(
+                [settings.data_dir / "documents"], on_progress=index_progress
+            )
+            if report.failures:
+                path, reason = report.failures[0]
+                raise NookError(f"cannot index the BEIR corpus: {path}: {reason}")
+            searcher = Searcher(settings, self.embedder)
+            evaluator = Evaluator(searcher, k, doc_id=lambda source: names.get(Path(source).name, source))
+        else:
+            settings = self.settings
+            evaluator = Evaluator(self.searcher, k)
+        question_progress = (lambda done, total: on_progress("questions", done, total)) if on_progress else None
+        result = evaluator.run(eval_set, settings, on_progress=question_progress)
+        result.collection = settings.collection if eval_set.kind == "pairs" else f"{eval_set.path.name} (BEIR corpus)"
+        save_report(self.settings, result)
+        return result
+
+    def last_eval_report(self) -> Any:
+        """The report of the last evaluation in this data dir, or None."""
+        from rag.evaluate import load_last_report
+
+        return load_last_report(self.settings)
 
     def stats(self) -> IndexStats:
         """Documents, chunks, failures and the time of the last sync."""

@@ -155,3 +155,29 @@ def short_folder(folder: str, root: str) -> str:
     if root and (folder == root or folder.startswith(root.rstrip(os.sep) + os.sep)):
         return os.path.relpath(folder, os.path.dirname(root)) if folder != root else os.path.basename(root) or root
     return folder
+
+
+def eval_caption(report: Any) -> str:
+    """One line about an evaluation report: which set, when, with what."""
+    skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
+    return (
+        f"{Path(report.set_path).name}: {report.overall.questions} questions{skipped}, {report.created}, "
+        f"{report.embedding_model}, k={report.k}, collection {report.collection}"
+    )
+
+
+def eval_rows(report: Any) -> list[dict[str, Any]]:
+    """The report's scores as table rows, overall first, then by language and by tag."""
+    groups = [("all", report.overall)]
+    groups += [(name, s) for name, s in sorted(report.by_language.items())]
+    groups += [(f"tag: {name}", s) for name, s in sorted(report.by_tag.items())]
+    rows = []
+    for name, scores in groups:
+        row: dict[str, Any] = {"group": name, "questions": scores.questions}
+        if scores.chunk_hit_at_k is not None:
+            row[f"chunk hit@{report.k}"] = round(scores.chunk_hit_at_k, 3)
+        row[f"doc hit@{report.k}"] = round(scores.doc_hit_at_k, 3)
+        row["MRR"] = round(scores.mrr, 3)
+        row["nDCG@10"] = round(scores.ndcg_at_10, 3)
+        rows.append(row)
+    return rows

@@ -298,3 +298,16 @@ def test_real_bundled_model_streams_an_answer_with_sources(data_dir: Path, monke
     assert answer.strip() and answer != FAKE_ANSWER
     assert PHYSIO_SOURCE in unescape(sources_line(assistant))
     assert caption_text(assistant).splitlines()[-1].startswith("llamacpp · ")
+
+
+def test_last_eval_report_is_shown_in_the_sidebar(fake_env: Path) -> None:
+    at = start()
+    assert any("python -m rag eval" in c.value for c in at.sidebar.caption)  # no report yet: how to make one
+    service = NookService(Settings(data_dir=fake_env))
+    report = service.evaluate(ROOT / "data" / "sample-questions.jsonl")
+    at = start()
+    assert any(c.value.startswith("sample-questions.jsonl:") for c in at.sidebar.caption)
+    table = at.sidebar.dataframe[0].value
+    assert list(table["group"])[:1] == ["all"]
+    assert {"en", "zh", "zh->en"} <= set(table["group"])
+    assert list(table["questions"])[0] == report.overall.questions

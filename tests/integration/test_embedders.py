@@ -1,0 +1,57 @@
+"""Every embedding model Nook offers loads from its PyPI package offline and embeds English and Chinese sensibly."""
+
+import numpy as np
+import pytest
+
+from rag.embeddings import EMBEDDING_MODELS, LazyEmbedder, load_embedder
+
+pytestmark = pytest.mark.slow
+
+MULTILINGUAL = [name for name, spec in EMBEDDING_MODELS.items() if "Chinese" in spec.languages]
+
+
+@pytest.fixture(scope="module", params=sorted(EMBEDDING_MODELS))
+def embedder(request: pytest.FixtureRequest):
+    return load_embedder(request.param)
+
+
+def test_unit_vectors_of_the_registered_size(embedder) -> None:
+    vectors = embedder.encode(["The kettle needs descaling.", "布洛芬一次一粒。", ""])
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-2)  # bfloat16 rounds
+    query = np.asarray(embedder.embed_query("kettle descaling"))
+    assert query.shape == (embedder.dim,)
+    assert embedder.count_tokens("The kettle needs descaling.") > 3
+    assert embedder.count_tokens("") == 0
+
+
+def test_a_question_is_closest_to_the_passage_that_answers_it(embedder) -> None:
+    passages = [
+        "The kettle needs descaling every month with white vinegar.",
+        "The bike chain was replaced in April with a new KMC chain.",
+        "The council tax is paid by direct debit on the first of each month.",
+    ]
+    vectors = embedder.encode(passages)
+    query = np.asarray(embedder.embed_query("How often should I descale the kettle?"))
+    assert int(np.argmax(vectors @ query)) == 0
+
+
+@pytest.mark.parametrize("name", MULTILINGUAL)
+def test_multilingual_models_match_chinese_questions_to_english_notes(name: str) -> None:
+    embedder = load_embedder(name)
+    passages = [
+        "The kettle needs descaling every month with white vinegar.",
+        "The bike chain was replaced in April with a new KMC chain.",
+        "The council tax is paid by direct debit on the first of each month.",
+    ]
+    vectors = embedder.encode(passages)
+    for question, expected in [("水壶多久除一次水垢？", 0), ("自行车链条什么时候换的？", 1), ("市政税怎么付？", 2)]:
+        query = np.asarray(embedder.embed_query(question))
+        assert int(np.argmax(vectors @ query)) == expected, question
+
+
+def test_lazy_embedder_loads_on_first_use_only() -> None:
+    lazy = LazyEmbedder("multilingual-use-v3")
+    assert lazy._model is None and lazy.dim == 512 and lazy.name == "multilingual-use-v3"
+    lazy.encode(["hello"])
+    assert lazy._model is not None

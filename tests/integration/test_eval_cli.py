@@ -1,0 +1,53 @@
+"""`python -m rag eval` end to end: the bundled sample questions against the sample notes, real model and Chroma."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES
+from tests.integration.helpers import run_ingest
+from tests.integration.test_rag_cli import run_rag
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ROOT / "data" / "sample-questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("eval-cli") / "data"
+    result = run_ingest(SAMPLES, data_dir=data)
+    assert result.returncode == 0, result.stderr
+    return data
+
+
+def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:
+    result = run_rag("eval", str(QUESTIONS), "--json", data_dir=indexed)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    asked = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert report["overall"]["questions"] + len(report["skipped"]) == len(asked)
+    assert not report["skipped"], report["skipped"]  # every sample answer is in the sample notes
+    # English, Chinese and Chinese-over-English questions are each scored on their own.
+    assert {"en", "zh", "zh->en"} <= set(report["by_language"])
+    assert {"lexical", "paraphrase", "cross"} <= set(report["by_tag"])
+    # The bundled notes are easy: the default settings find nearly every answer in the top 5 chunks.
+    assert report["overall"]["chunk_hit_at_k"] >= 0.8
+    assert report["by_language"]["en"]["doc_hit_at_k"] >= 0.9
+    saved = json.loads((indexed / "eval" / "last-report.json").read_text(encoding="utf-8"))
+    assert saved["overall"] == report["overall"]
+
+
+def test_eval_table_and_a_bad_set(indexed: Path, tmp_path: Path) -> None:
+    table = run_rag("eval", str(QUESTIONS), "-k", "3", data_dir=indexed)
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[1]
+    assert "chunk hit@3" in header and "nDCG@10" in header
+    assert any(line.startswith("lang zh->en") for line in table.stdout.splitlines())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "where?"}\n', encoding="utf-8")
+    result = run_rag("eval", str(bad), data_dir=indexed)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and "bad.jsonl:1" in result.stderr
+    assert "Traceback" not in result.stderr
