@@ -61,6 +61,11 @@ class _Progress:
             self._bar.close()
 
 
+def _one_line(text: str) -> str:
+    """A path or reason kept on its report line: a file name may hold a newline."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sync; 0 when every file went in, 1 when some failed, 2 on a usage or settings error."""
     enforce_offline()
@@ -108,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             for kind in ("new", "changed", "deleted"):
                 for path in report.planned.get(kind, []):
-                    print(f"{kind:8} {path}")
+                    print(f"{kind:8} {_one_line(path)}")
         for path, reason in report.skipped_files:
-            print(f"skipped  {path}: {reason}")
+            print(f"skipped  {_one_line(path)}: {_one_line(reason)}")
         for path, reason in report.failures:
-            print(f"failed   {path}: {reason}")
+            print(f"failed   {_one_line(path)}: {_one_line(reason)}")
         print(report.summary())
     return EXIT_SOME_FAILED if report.failures else EXIT_OK
 

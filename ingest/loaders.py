@@ -72,6 +72,27 @@ def _cjk_score(text: str) -> float:
     return good / len(text)
 
 
+def _decode_by_line(data: bytes) -> str | None:
+    """Text whose lines were saved in different encodings (UTF-8 appended to a GBK note): each line on its own."""
+    lines = []
+    for line in data.split(b"\n"):
+        guesses: list[tuple[float, str]] = []
+        for codec in ("utf-8", *_CJK_CANDIDATES, "cp1252"):
+            try:
+                text = line.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if codec == "utf-8":
+                guesses = [(2.0, text)]  # valid UTF-8 is never a coincidence
+                break
+            guesses.append((_cjk_score(text), text))
+        if not guesses:
+            return None
+        lines.append(max(guesses)[1])
+    text = "\n".join(lines)
+    return text if _looks_like_text(text) else None
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode bytes of unknown encoding to text; returns (text, encoding name).
 
@@ -82,7 +103,11 @@ def decode_text(data: bytes) -> tuple[str, str]:
     if data.startswith(codecs.BOM_UTF8):
         return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
     if data.startswith(_UTF16_BOMS):
-        return data.decode("utf-16"), "utf-16"
+        # A file cut mid-character loses that character, not the whole file.
+        text = data[: len(data) // 2 * 2].decode("utf-16", errors="replace")
+        if _looks_like_text(text):
+            return text, "utf-16"
+        raise ValueError("not text (binary data)")
     if b"\x00" in data[:8192]:
         # NUL bytes are valid UTF-8 but never in text: BOM-less UTF-16, or binary.
         utf16 = _utf16_without_bom(data)
@@ -123,6 +148,9 @@ def decode_text(data: bytes) -> tuple[str, str]:
             score = _cjk_score(text) if any(c.startswith(best.encoding[:3]) for c in _CJK_CANDIDATES) else 0.0
             candidates.append((max(score, 0.5 if not candidates else 0.0), best.encoding, text))
     if not candidates:
+        mixed = _decode_by_line(data)
+        if mixed is not None:
+            return mixed, "mixed"
         raise ValueError("not text (binary data or unknown encoding)")
     # A CJK decoding that yields almost only common ideographs beats a single-byte guess.
     candidates.sort(key=lambda c: c[0], reverse=True)
@@ -278,7 +306,10 @@ def _load_eml(path: Path, data: bytes) -> list[Page]:
         body = html_to_text(content) if body_part.get_content_type() == "text/html" else content
     subject = message["Subject"]
     title = f"# {subject}\n\n" if subject else ""
-    return [Page(text=f"{title}{header}\n\n{body}".strip())]
+    text = f"{title}{header}\n\n{body}".strip()
+    if not _looks_like_text(text):  # the parser accepts any bytes: binary junk would come out as "text"
+        raise DocumentError(str(path), "not text (binary data)")
+    return [Page(text=text)]
 
 
 def _load_epub(path: Path, data: bytes) -> list[Page]:
@@ -349,7 +380,10 @@ def load_file(path: Path, data: bytes) -> list[Page]:
     if loader is not None:
         if not data.strip():
             raise DocumentError(str(path), "empty file")
-        return loader(path, data)
+        pages = loader(path, data)
+        if not any(page.text.strip() for page in pages):  # e.g. HTML of scripts only: indexing it would hide it
+            raise DocumentError(str(path), "no text to index")
+        return pages
     if suffix in BINARY_EXTENSIONS:
         raise NotSupported(f"unsupported file type {suffix}")
     if not data.strip():

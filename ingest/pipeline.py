@@ -144,13 +144,27 @@ def pipeline_config(settings: Settings, model: str) -> str:
     return f"{model}|{settings.chunk_size}|{settings.chunk_overlap}|split{SPLITTER_VERSION}"
 
 
+def _printable(path: str) -> str:
+    """A path whose bytes are not all UTF-8 (kept as surrogates), those bytes spelt as backslash escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def scan(roots: Iterable[Path], skip: Iterable[Path] = ()) -> tuple[list[FileState], list[tuple[str, str]]]:
     """Files under the roots (hidden ones and skipped folders excluded), and paths that could not be read."""
     skip_real = {os.path.realpath(p) for p in skip}
     found: dict[str, FileState] = {}
     problems: list[tuple[str, str]] = []
 
+    def valid_name(path: str) -> bool:
+        # Chroma and SQLite store UTF-8 only: such a path would crash the whole run at the first write.
+        if _printable(path) == path:
+            return True
+        problems.append((_printable(path), "name is not valid UTF-8 (rename it to index it)"))
+        return False
+
     def visit(path: str) -> None:
+        if not valid_name(path):
+            return
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -173,7 +187,11 @@ def scan(roots: Iterable[Path], skip: Iterable[Path] = ()) -> tuple[list[FileSta
 
         for folder, dirs, files in os.walk(root_abs, onerror=on_error, followlinks=False):
             dirs[:] = sorted(
-                d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(folder, d)) not in skip_real
+                d
+                for d in dirs
+                if not d.startswith(".")
+                and os.path.realpath(os.path.join(folder, d)) not in skip_real
+                and valid_name(os.path.join(folder, d))
             )
             for name in sorted(files):
                 if not name.startswith("."):

@@ -183,3 +183,32 @@ def test_corrupt_epub(tmp_path: Path) -> None:
 def test_decode_text_rejects_binary() -> None:
     with pytest.raises(ValueError):
         decode_text(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+
+
+def test_a_text_file_mixing_utf8_and_gbk_lines_is_decoded_line_by_line() -> None:
+    data = "Notes in UTF-8, café.\n".encode() + CHINESE.encode("gbk") + "\n结束。\n".encode()
+    text, encoding = decode_text(data)
+    assert text == "Notes in UTF-8, café.\n" + CHINESE + "\n结束。\n" and encoding == "mixed"
+
+
+def test_utf16_cut_mid_character_loses_only_that_character() -> None:
+    assert decode_text(CHINESE.encode("utf-16")[:-1])[0] == CHINESE[:-1]
+
+
+def test_binary_after_a_utf16_bom_is_not_text() -> None:
+    with pytest.raises(ValueError, match="not text"):
+        decode_text(b"\xff\xfe" + bytes(range(256)) * 8)
+
+
+def test_html_with_only_scripts_has_no_text_to_index(tmp_path: Path) -> None:
+    path = tmp_path / "app.html"
+    path.write_bytes(b"<html><head><script>var a = 'words';</script></head><body><script>go()</script></body></html>")
+    with pytest.raises(DocumentError, match="no text"):
+        load(path)
+
+
+def test_binary_named_eml_is_a_document_error(tmp_path: Path) -> None:
+    path = tmp_path / "mail.eml"
+    path.write_bytes(bytes(range(256)) * 12)
+    with pytest.raises(DocumentError, match="not text"):
+        load(path)

@@ -263,3 +263,24 @@ def test_an_unreadable_folder_does_not_delete_its_documents(
     assert dict(report.failures)[diary].startswith("cannot read folder")
     _, _, per_source = index_state(settings)
     assert any(s.startswith(diary + "/") for s in per_source)
+
+
+def test_names_that_are_not_utf8_are_reported_once_and_the_rest_goes_in(settings: Settings, tmp_path: Path) -> None:
+    # Chroma and SQLite hold UTF-8 only: such a name used to crash the whole run at the first write.
+    root = tmp_path / "names"
+    root.mkdir()
+    (root / "fine.md").write_text("A readable note about the shed roof.", encoding="utf-8")
+    base = os.fsencode(root)
+    with open(os.path.join(base, b"caf\xe9.md"), "wb") as handle:
+        handle.write(b"Latin-1 name.")
+    os.mkdir(os.path.join(base, b"d\xe9j\xe0"))
+    with open(os.path.join(base, b"d\xe9j\xe0", b"inside.md"), "wb") as handle:
+        handle.write(b"Inside a folder with a Latin-1 name.")
+    report = make(settings).sync([root])
+    assert sorted(report.failures) == [
+        (f"{root}/caf\\xe9.md", "name is not valid UTF-8 (rename it to index it)"),
+        (f"{root}/d\\xe9j\\xe0", "name is not valid UTF-8 (rename it to index it)"),
+    ]
+    assert report.new == 1
+    ids, claimed, per_source = index_state(settings)
+    assert ids == claimed and set(per_source) == {str(root / "fine.md")}
