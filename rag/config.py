@@ -45,8 +45,12 @@ class Settings(BaseSettings):
 
     # Embedding.
     embedding_model: str = Field(
-        default="all-MiniLM-L6-v2",
-        description="Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS).",
+        default="multilingual-use-v3",
+        description=(
+            "Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS): multilingual-use-v3 "
+            "(English, Chinese and across them; the default), all-MiniLM-L6-v2 (English only), "
+            "multilingual-e5-small (multilingual, about 10x slower to index)."
+        ),
     )
     embedding_batch_size: int = Field(default=32, ge=1, le=1024, description="Chunks per embedding batch.")
     embedding_precision: str = Field(
@@ -57,9 +61,9 @@ class Settings(BaseSettings):
 
     # Chunking.
     chunk_size: int = Field(
-        default=200, ge=16, le=8192, description="Largest chunk, in tokens of the embedding model's tokenizer."
+        default=300, ge=16, le=8192, description="Largest chunk, in tokens of the embedding model's tokenizer."
     )
-    chunk_overlap: int = Field(default=30, ge=0, le=4096, description="Tokens shared by neighbouring chunks.")
+    chunk_overlap: int = Field(default=45, ge=0, le=4096, description="Tokens shared by neighbouring chunks.")
 
     # Ingest limits.
     max_file_mb: float = Field(default=100.0, gt=0, description="Files larger than this are skipped as too large.")

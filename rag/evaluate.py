@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,13 +26,12 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import NookError
+from rag.language import text_language
 
 PASSAGE_CHARS = 60  # a chunk hits when it shares this many characters with the answer
 NDCG_DEPTH = 10
 REPORT_NAME = "last-report.json"
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
 
 
 class EvalSetError(NookError):
@@ -84,10 +82,8 @@ class PassageFinder:
 
 
 def language_of(text: str) -> str:
-    """"zh" when Chinese characters carry the text (one counts as three Latin letters), else "en"."""
-    cjk = len(_CJK.findall(text))
-    latin = len(_LATIN.findall(text))
-    return "zh" if cjk and cjk * 3 >= latin else "en"
+    """"zh" or "en", by the rule ingest uses to tag chunks (a fair share of CJK ideographs among the letters)."""
+    return text_language(text)
 
 
 def language_group(question_lang: str, text_lang: str) -> str:

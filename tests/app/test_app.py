@@ -166,7 +166,7 @@ def test_index_stats_in_the_sidebar(fake_env: Path) -> None:
     assert metrics == {"Documents": "18", "Chunks": metrics["Chunks"]} and int(metrics["Chunks"]) > 18
     stats_caption = "\n".join(c.value for c in at.sidebar.caption)
     assert "Last sync just now" in stats_caption or "min ago" in stats_caption
-    assert "all-MiniLM-L6-v2" in stats_caption
+    assert Settings().embedding_model in stats_caption
 
 
 def test_new_chat_clears_the_history(fake_env: Path) -> None:

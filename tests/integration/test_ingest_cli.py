@@ -63,11 +63,15 @@ def test_changed_deleted_and_corrupt_files(tmp_path: Path, samples_copy: Path) -
     assert claimed == set(collection.get(include=[])["ids"])
 
 
-def test_real_vectors_find_english_and_chinese_notes(tmp_path: Path, samples_copy: Path, real_embedder) -> None:
+def test_real_vectors_find_english_and_chinese_notes(tmp_path: Path, samples_copy: Path) -> None:
+    from rag.embeddings import load_embedder
+
     data = tmp_path / "data"
     assert run_ingest(samples_copy, data_dir=data).returncode == 0
     collection = open_client(Settings(data_dir=data)).get_collection("nook")
-    assert collection.metadata["nook_embedding_model"] == "all-MiniLM-L6-v2"
+    default_model = Settings().embedding_model
+    assert collection.metadata["nook_embedding_model"] == default_model
+    real_embedder = load_embedder(default_model)
     questions = [json.loads(line) for line in (SAMPLES.parent / "sample-questions.jsonl").read_text(encoding="utf-8").splitlines()]
     english = [q for q in questions if q["lang"] == "en" and q["kind"] == "lexical"]
     hits = 0
@@ -117,7 +121,7 @@ def test_model_mismatch_says_how_to_rebuild(tmp_path: Path, samples_copy: Path) 
     rebuilt = run_ingest(samples_copy / "notes", "--rebuild", data_dir=data)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert open_client(Settings(data_dir=data)).get_collection("nook").metadata["nook_embedding_model"] == (
-        "all-MiniLM-L6-v2"
+        Settings().embedding_model
     )
 
 

@@ -77,7 +77,7 @@ def test_search_json_and_stdin(indexed: Path) -> None:
     many = run_rag("search", "-k", "2", data_dir=indexed, stdin="sourdough starter\n布洛芬\n")
     lines = [json.loads(line) for line in many.stdout.splitlines()]
     assert len(lines) == 2 and all(len(r["results"]) == 2 for r in lines)
-    # all-MiniLM-L6-v2 knows no Chinese; the keyword side of the fusion finds the GBK note.
+    # A Chinese question finds the GBK note (decoded, embedded and keyword-indexed as Chinese).
     assert any(r["source"].endswith("家庭药箱.txt") for r in lines[1]["results"])
 
 

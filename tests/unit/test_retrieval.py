@@ -133,3 +133,23 @@ def test_retriever_is_a_langchain_retriever(indexed: tuple[Searcher, Path]) -> N
     assert len(docs) == 5 and str(notes / "diary" / "2024-05-03.md") in [d.metadata["source"] for d in docs]
     assert len(retriever.invoke("G1372", k=2)) == 2
     assert np.isfinite(docs[0].metadata["score"])
+
+
+def test_weighted_fusion_halves_a_ranking() -> None:
+    fused = reciprocal_rank_fusion({"a": 0, "b": 1}, {"b": 0, "c": 1}, weights=(1.0, 0.5))
+    assert fused["a"] == pytest.approx(1 / 61)
+    assert fused["b"] == pytest.approx(1 / 62 + 0.5 / 61)
+    assert fused["c"] == pytest.approx(0.5 / 62)
+    assert list(fused) == ["b", "a", "c"]
+
+
+def test_keyword_weight_drops_when_cross_language_vectors_point_to_another_language() -> None:
+    from rag.retrieval import CROSS_LANGUAGE_KEYWORD_WEIGHT, keyword_weight
+
+    # A Chinese question whose best passages are English: keyword matches (Chinese only) are accidents.
+    assert keyword_weight("陶艺课的老师叫什么名字？", ["en", "en", "zh"], True) == CROSS_LANGUAGE_KEYWORD_WEIGHT
+    assert keyword_weight("陶艺课的老师叫什么名字？", ["zh", "zh", "en"], True) == 1.0
+    assert keyword_weight("What is the teacher called?", ["en", "zh", "en"], True) == 1.0
+    # An English-only model says nothing about Chinese questions: keywords keep their full weight.
+    assert keyword_weight("陶艺课的老师叫什么名字？", ["en", "en", "en"], False) == 1.0
+    assert keyword_weight("anything", [], True) == 1.0
