@@ -27,13 +27,14 @@ from ingest.loaders import HEADING_FORMATS, NotSupported, load_file
 from ingest.manifest import FileRecord, Manifest
 from ingest.splitter import ChunkSplitter
 from rag.config import Settings
-from rag.errors import DocumentError
-from rag.store import batched, iter_ids, open_client, open_collection, drop_collection
+from rag.embeddings import chunking_for
+from rag.errors import DocumentError, NookError
+from rag.language import text_language
+from rag.store import batched, drop_collection, is_store_failure, iter_ids, open_client, open_collection, store_error
 
 SPLITTER_VERSION = "1"
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})[-_.]?(0[1-9]|1[0-2])[-_.]?(0[1-9]|[12]\d|3[01])(?!\d)")
 _FRONT_MATTER_DATE = re.compile(r"\A---\s*\n(?:.*\n)*?date:\s*[\"']?(\d{4})-(\d{2})-(\d{2})", re.MULTILINE)
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class Embedder(Protocol):
@@ -133,15 +134,9 @@ def document_date(path: Path, first_text: str, mtime_ns: int) -> tuple[int, str]
     return int(day.strftime("%Y%m%d")), "mtime"
 
 
-def text_language(text: str) -> str:
-    """"zh" when a fair share of the text is CJK ideographs, else "en"."""
-    letters = sum(1 for ch in text if ch.isalpha())
-    return "zh" if letters and len(_CJK.findall(text)) / letters > 0.2 else "en"
-
-
-def pipeline_config(settings: Settings, model: str) -> str:
+def pipeline_config(model: str, chunk_size: int, chunk_overlap: int) -> str:
     """Everything that changes the chunks of a file: a changed value re-ingests every file."""
-    return f"{model}|{settings.chunk_size}|{settings.chunk_overlap}|split{SPLITTER_VERSION}"
+    return f"{model}|{chunk_size}|{chunk_overlap}|split{SPLITTER_VERSION}"
 
 
 def _printable(path: str) -> str:
@@ -217,8 +212,9 @@ class IngestPipeline:
         self.embedder = embedder
         self.client = client if client is not None else open_client(settings)
         self.flush_chunks = flush_chunks
-        self.splitter = ChunkSplitter(settings.chunk_size, settings.chunk_overlap, embedder.count_tokens)
-        self.config = pipeline_config(settings, embedder.name)
+        size, overlap = chunking_for(settings.chunk_size, settings.chunk_overlap, embedder)
+        self.splitter = ChunkSplitter(size, overlap, embedder.count_tokens)
+        self.config = pipeline_config(embedder.name, size, overlap)
 
     # ------------------------------------------------------------------ public
 
@@ -230,7 +226,29 @@ class IngestPipeline:
         on_progress: ProgressCallback | None = None,
         on_file_error: Callable[[str, str], None] | None = None,
     ) -> SyncReport:
-        """Make the collection hold exactly the chunks of the readable files under roots."""
+        """Make the collection hold exactly the chunks of the readable files under roots.
+
+        Raises:
+            StoreError: the index cannot be written (disk full, Chroma server gone); the run is left marked dirty
+                where it got that far, so the next run reconciles and finishes it.
+        """
+        try:
+            return self._sync(roots, dry_run, rebuild, on_progress, on_file_error)
+        except NookError:
+            raise
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            raise store_error(self.settings, exc) from None
+
+    def _sync(
+        self,
+        roots: Sequence[Path],
+        dry_run: bool,
+        rebuild: bool,
+        on_progress: ProgressCallback | None,
+        on_file_error: Callable[[str, str], None] | None,
+    ) -> SyncReport:
         started = time.perf_counter()
         report = SyncReport(dry_run=dry_run)
         root_paths = [os.path.abspath(r) for r in roots]
@@ -240,7 +258,12 @@ class IngestPipeline:
                 drop_collection(self.client, self.settings.collection)
                 manifest.clear()
             collection = open_collection(
-                self.client, self.settings.collection, self.embedder.name, self.embedder.dim, create=not dry_run
+                self.client,
+                self.settings.collection,
+                self.embedder.name,
+                self.embedder.dim,
+                create=not dry_run,
+                settings=self.settings,
             )
             if collection is not None and manifest.is_dirty() and not dry_run:
                 self._reconcile(collection, manifest)

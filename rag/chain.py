@@ -6,7 +6,9 @@ cache and error mapping sit around them, so the UI and the CLI get one stream of
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +187,11 @@ class AnswerChain:
         """The follow-up question rewritten to stand alone; the question itself when there is no history."""
         if not history:
             return question
+        values = {"chat_history": format_history(history), "question": question}
+        if self.count_tokens(render(self.condense_prompt, **values)) > self.n_ctx - self.max_tokens - 8:
+            return question  # too long to rewrite in the window: fit_context then says whether it fits at all
         try:
-            rewritten = self.condense_runnable.invoke({"chat_history": format_history(history), "question": question})
+            rewritten = self.condense_runnable.invoke(values)
         except Exception as exc:  # noqa: BLE001 - mapped to one user-facing error
             raise backend_error(self.info, exc) from None
         rewritten = rewritten.strip().split("\n")[0].strip()
@@ -207,6 +212,12 @@ class AnswerChain:
             if self.count_tokens(prompt_text) <= budget:
                 return kept, prompt_text
             if not kept:
+                bare = self.count_tokens(render(self.answer_prompt, context="", question=""))
+                if bare > budget:  # not the question's fault: the answer's share leaves no room for any prompt
+                    raise NookError(
+                        f"max_tokens ({self.max_tokens}) leaves no room for the prompt in the model's context window "
+                        f"({self.n_ctx} tokens): lower max_tokens (NOOK_MAX_TOKENS) or raise n_ctx (NOOK_N_CTX)"
+                    )
                 raise NookError(
                     f"the question is too long for the model's context window ({self.n_ctx} tokens with "
                     f"{self.max_tokens} kept for the answer): shorten it or raise n_ctx"
@@ -218,7 +229,8 @@ class AnswerChain:
     def check_server(self, timeout: float = 2.0) -> None:
         """For server backends, fail at once with one line when the server does not answer.
 
-        Without this, a dead server is only noticed after retrieval, and the client's own timeout may be long.
+        Without this, a dead server is only noticed after retrieval. A server that accepts the connection but does
+        not answer is given the backend's request timeout (`timeout` when it has none): it may just be busy.
         """
         base_url = getattr(self.info.llm, "base_url", None)
         if not base_url:
@@ -227,12 +239,13 @@ class AnswerChain:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(base_url, timeout=timeout):
+            with urllib.request.urlopen(base_url, timeout=self.info.timeout or timeout):
                 pass
         except urllib.error.HTTPError:
             return  # it answered, even if not at "/"
         except (OSError, ValueError) as exc:
-            raise backend_error(self.info, ConnectionError(str(exc))) from None
+            timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)
+            raise backend_error(self.info, (TimeoutError if timed_out else ConnectionError)(str(exc))) from None
 
     def ask(
         self, question: str, history: Sequence[tuple[str, str]] = (), filters: SearchFilters | None = None
@@ -271,7 +284,10 @@ class AnswerChain:
         answer = "".join(pieces)
         result.answer = answer
         if self.cache is not None and answer.strip():
-            self.cache.put(key, answer)
+            try:
+                self.cache.put(key, answer)
+            except sqlite3.Error:  # a full disk costs the cache, not the answer the user has just read
+                pass
 
 
 def _replay(text: str) -> Iterator[str]:
@@ -280,13 +296,29 @@ def _replay(text: str) -> Iterator[str]:
 
 
 def backend_error(info: LLMInfo, exc: BaseException) -> BackendError:
-    """One line that says what failed and what to do."""
+    """One line that says what failed and what to do; the one place where a backend's exceptions are mapped."""
     name = type(exc).__name__
-    text = str(exc).split("\n")[0][:200]
-    if any(word in name for word in ("Connect", "Timeout")) or "Connection refused" in text or "timed out" in text:
-        where = getattr(info.llm, "base_url", None) or info.model
+    text = " ".join(str(exc).split())[:200]
+    where = getattr(info.llm, "base_url", None) or info.model
+    if "Timeout" in name or "timed out" in text:
+        waited = f" within {info.timeout:g} s" if info.timeout else ""
+        return BackendError(
+            f"the {info.backend} server at {where} did not answer{waited} ({name}): it is stuck, busy or out of "
+            "reach. Restart it, raise NOOK_REQUEST_TIMEOUT, or choose another backend (NOOK_LLM_BACKEND)"
+        )
+    if "Connect" in name or "Connection refused" in text:
         return BackendError(
             f"the {info.backend} server at {where} did not answer ({name}): is it running? "
             "Start it, or choose another backend (NOOK_LLM_BACKEND)"
+        )
+    status = getattr(exc, "status_code", None)  # ollama.ResponseError: the server answered with an HTTP error
+    if isinstance(status, int) and status >= 400:
+        reason = " ".join(re.sub(r"<[^>]*>", " ", str(getattr(exc, "error", text))).split())[:200]
+        hint = ": its log says why" if status >= 500 else ""
+        return BackendError(f"the {info.backend} server at {where} failed (HTTP {status}): {reason}{hint}")
+    if isinstance(exc, json.JSONDecodeError) or "Decod" in name:
+        return BackendError(
+            f"the {info.backend} server at {where} sent a reply Nook cannot read ({name}: {text}): "
+            f"is NOOK_LLM_BASE_URL a server for the {info.backend} backend? Its log may say more"
         )
     return BackendError(f"the {info.backend} backend failed while answering ({name}: {text})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,8 +67,22 @@ class StreamingGPT4All(GPT4All):
         return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
+def plain_text(body: str, limit: int = 200) -> str:
+    """A server's error body as one short line of text: HTML tags dropped, whitespace collapsed."""
+    return " ".join(_TAG.sub(" ", body).split())[:limit]
+
+
 class CheckedLlamafile(Llamafile):
-    """Llamafile that raises on an HTTP error instead of streaming the server's error JSON as the answer."""
+    """Llamafile that raises on an HTTP error or a reply that is not llama.cpp's event stream, instead of streaming it.
+
+    The community wrapper streams an error page as the answer and skips every line that is not `data: ...`, so a
+    server that is not a llamafile gives an empty answer rather than an error.
+    """
+
+    request_timeout: float | None = None  # the community wrapper declares int: 0.5 s would become 0, which fails
 
     def _stream(
         self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
@@ -84,18 +99,30 @@ class CheckedLlamafile(Llamafile):
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", {}).get("message", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):  # not JSON, or JSON without {"error": {...}}
                 message = response.text
-            raise BackendError(f"the llamafile server at {self.base_url} refused the request: {message[:200]}")
+            hint = ": its log says why" if response.status_code >= 500 else ""
+            raise BackendError(
+                f"the llamafile server at {self.base_url} refused the request "
+                f"(HTTP {response.status_code}): {plain_text(str(message)) or 'no reason given'}{hint}"
+            )
         response.encoding = "utf8"
+        events, other = 0, ""
         for line in response.iter_lines(decode_unicode=True):
             if not line or not line.startswith("data:"):
+                other = other or line
                 continue
+            events += 1
             content = json.loads(line.removeprefix("data:").strip()).get("content", "")
             if content:
                 if run_manager:
                     run_manager.on_llm_new_token(token=content)
                 yield GenerationChunk(text=content)
+        if not events and other:
+            raise BackendError(
+                f"the llamafile server at {self.base_url} did not send a completion stream (it sent "
+                f"{plain_text(other, 80)!r}): is NOOK_LLM_BASE_URL a llamafile or llama.cpp llama-server?"
+            )
 
     def _call(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> str:
         return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))

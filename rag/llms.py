@@ -51,6 +51,7 @@ class LLMInfo:
     chat: bool
     family: PromptFamily
     n_ctx: int | None = None  # the backend's own context window where it is fixed or reported, else None
+    timeout: float | None = None  # seconds a server backend's client waits for an answer (request_timeout), else None
 
     def __post_init__(self) -> None:
         # The family travels with the model object too, so the prompt selector can ask the model itself.
@@ -146,7 +147,7 @@ def _llamafile(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMIn
     family = settings.prompt_family or llamafile_family(base_url, fetch=fetch)
     llm = CheckedLlamafile(
         base_url=base_url,
-        request_timeout=int(settings.request_timeout),
+        request_timeout=settings.request_timeout,
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k,
@@ -155,7 +156,13 @@ def _llamafile(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMIn
         streaming=True,
     )
     return LLMInfo(
-        llm=llm, backend="llamafile", model=base_url, chat=False, family=family, n_ctx=llamafile_n_ctx(base_url, fetch)
+        llm=llm,
+        backend="llamafile",
+        model=base_url,
+        chat=False,
+        family=family,
+        n_ctx=llamafile_n_ctx(base_url, fetch),
+        timeout=settings.request_timeout,
     )
 
 
@@ -190,9 +197,18 @@ def _ollama(settings: Settings, mode: Mode | None, fetch: FetchJson) -> LLMInfo:
     }
     if chosen == "chat":
         chat_llm = module.ChatOllama(**common)
-        return LLMInfo(llm=chat_llm, backend="ollama", model=settings.llm_model, chat=True, family=family)
+        return LLMInfo(
+            llm=chat_llm,
+            backend="ollama",
+            model=settings.llm_model,
+            chat=True,
+            family=family,
+            timeout=settings.request_timeout,
+        )
     llm = _raw_ollama_llm_class(module.OllamaLLM)(**common)
-    return LLMInfo(llm=llm, backend="ollama", model=settings.llm_model, chat=False, family=family)
+    return LLMInfo(
+        llm=llm, backend="ollama", model=settings.llm_model, chat=False, family=family, timeout=settings.request_timeout
+    )
 
 
 def _raw_ollama_llm_class(base: type) -> type:

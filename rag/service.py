@@ -50,6 +50,24 @@ _write_locks_guard = threading.Lock()
 
 
 @contextmanager
+def _store_calls(settings: Settings) -> Iterator[None]:
+    """Calls into an open store: a Chroma server that went away or a full disk becomes one StoreError line.
+
+    Nothing is cached as broken: the next call tries the store again, so the service works once the fault is gone.
+    """
+    from rag.store import is_store_failure, store_error
+
+    try:
+        yield
+    except NookError:
+        raise
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        raise store_error(settings, exc) from None
+
+
+@contextmanager
 def _index_write_lock(settings: Settings) -> Iterator[None]:
     """One writer at a time per index (data dir + collection) in this process: syncs and removals never interleave."""
     key = f"{settings.manifest_path.resolve()}|{settings.store_key}|{settings.collection}"
@@ -159,7 +177,6 @@ class NookService:
         """The answering chain for the configured model."""
         with self._lock:
             if self._chain is None:
-                from rag.answer_cache import AnswerCache
                 from rag.chain import AnswerChain
 
                 s = self.settings
@@ -177,7 +194,7 @@ class NookService:
                     n_ctx=min(s.n_ctx, self.llm_info.n_ctx or s.n_ctx),
                     max_tokens=s.max_tokens,
                     params=params,
-                    cache=AnswerCache(s.data_dir / "answers.sqlite3") if s.answer_cache else None,
+                    cache=_open_answer_cache(s.data_dir / "answers.sqlite3") if s.answer_cache else None,
                 )
             return self._chain
 
@@ -185,7 +202,8 @@ class NookService:
 
     def search(self, question: str, k: int | None = None, filters: SearchFilters | None = None) -> SearchResult:
         """The chunks that best match the question."""
-        return self.searcher.search(question, k=k, filters=filters)
+        with _store_calls(self.settings):
+            return self.searcher.search(question, k=k, filters=filters)
 
     def ask(self, question: str, history: Sequence[tuple[str, str]] = (), filters: SearchFilters | None = None) -> Any:
         """An AnswerStream: iterate it for the streamed answer, then read `.result` for the sources."""
@@ -193,7 +211,8 @@ class NookService:
             raise NookError("the question is empty")
         def start() -> Any:
             # An empty index is reported before the model is loaded: that takes seconds, the check does not.
-            self.searcher.check_index()
+            with _store_calls(self.settings):
+                self.searcher.check_index()
             return self.chain.ask(question, history, filters)
 
         return _Serialized(start, self._generate_lock)
@@ -261,9 +280,17 @@ class NookService:
         from rag.store import open_collection
 
         collection = open_collection(
-            self.searcher.client, self.settings.collection, self.embedder.name, self.embedder.dim, create=False
+            self.searcher.client,
+            self.settings.collection,
+            self.embedder.name,
+            self.embedder.dim,
+            create=False,
+            settings=self.settings,
         )
-        with Manifest(self.settings.manifest_path, self.settings.store_key, self.settings.collection) as manifest:
+        with (
+            _store_calls(self.settings),
+            Manifest(self.settings.manifest_path, self.settings.store_key, self.settings.collection) as manifest,
+        ):
             files = manifest.files()
             return IndexStats(
                 collection=self.settings.collection,
@@ -355,12 +382,12 @@ class NookService:
         from rag.store import batched, open_collection
 
         s = self.settings
-        with _index_write_lock(s), Manifest(s.manifest_path, s.store_key, s.collection) as manifest:
+        with _index_write_lock(s), _store_calls(s), Manifest(s.manifest_path, s.store_key, s.collection) as manifest:
             record = manifest.files().get(path)
             if record is None:
                 raise NookError(f"{path} is not in collection '{s.collection}': it may have been removed already")
             collection = open_collection(
-                self.searcher.client, s.collection, self.embedder.name, self.embedder.dim, create=False
+                self.searcher.client, s.collection, self.embedder.name, self.embedder.dim, create=False, settings=s
             )
             manifest.set_dirty(True)
             if collection is not None:
@@ -372,6 +399,18 @@ class NookService:
         if copy.parent.resolve() == self.uploads_dir.resolve():
             copy.unlink(missing_ok=True)
         return len(record.chunk_ids)
+
+
+def _open_answer_cache(path: Path) -> Any:
+    """The answer cache, or None when it cannot be opened: a full or read-only data dir costs the cache, not answers."""
+    import sqlite3
+
+    from rag.answer_cache import AnswerCache
+
+    try:
+        return AnswerCache(path)
+    except (sqlite3.Error, OSError):
+        return None
 
 
 class _Serialized:

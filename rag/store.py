@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -15,6 +19,58 @@ if TYPE_CHECKING:
 
 MODEL_KEY = "nook_embedding_model"
 DIM_KEY = "nook_embedding_dim"
+LOW_SPACE_BYTES = 16 * 1024 * 1024  # less free than this where the data dir lives, and a failed write is blamed on it
+_NO_SPACE_WORDS = ("no space left", "disk is full", "disk full", "quota exceeded")
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """True for what Chroma, the manifest or the file system raise when the store cannot be used (not for bugs)."""
+    import chromadb.errors
+    import httpx
+
+    return isinstance(exc, (OSError, sqlite3.Error, httpx.HTTPError, chromadb.errors.ChromaError))
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):  # the data dir may not exist yet
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
+def _out_of_space(path: Path, exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(words in str(exc).lower() for words in _NO_SPACE_WORDS):
+        return True
+    # Chroma reports some failed writes without the reason ("Error in compaction: ..."): ask the file system.
+    free = _free_bytes(path)
+    return free is not None and free < LOW_SPACE_BYTES
+
+
+def store_error(settings: Settings, exc: BaseException) -> StoreError:
+    """One line for a store that failed in use: the data dir's disk is full, the Chroma server went away, ...
+
+    The one place where such failures are named; callers catch what `is_store_failure` accepts.
+    """
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())[:200]
+    local = not settings.chroma_url or isinstance(exc, (OSError, sqlite3.Error))  # the manifest is always local
+    if local and _out_of_space(settings.data_dir, exc):
+        free = _free_bytes(settings.data_dir)
+        left = f"{free // 1024} KB free; " if free is not None else ""
+        return StoreError(
+            f"no space left on the device holding {settings.data_dir} ({left}{name}: {text}): free some space "
+            "or move data_dir, then run again (an interrupted sync is finished by the next one)"
+        )
+    if not local:
+        return StoreError(
+            f"the Chroma server at {settings.chroma_url} failed ({name}: {text}): is it still running? Start it "
+            "again with `chroma run --path DIR --host 127.0.0.1` (the same DIR), or unset NOOK_CHROMA_URL"
+        )
+    return StoreError(f"cannot use the index in {settings.data_dir} ({name}: {text})")
 
 
 def open_client(settings: Settings) -> ClientAPI:
@@ -24,10 +80,12 @@ def open_client(settings: Settings) -> ClientAPI:
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if not settings.chroma_url:
-        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
         try:
+            settings.chroma_dir.mkdir(parents=True, exist_ok=True)
             return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
         except Exception as exc:  # noqa: BLE001 - chromadb raises its own and OS errors alike
+            if _out_of_space(settings.data_dir, exc):
+                raise store_error(settings, exc) from None
             raise StoreError(f"cannot open the index in {settings.chroma_dir}: {exc}") from None
     url = urlparse(settings.chroma_url)
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -46,10 +104,13 @@ def open_client(settings: Settings) -> ClientAPI:
         ) from None
 
 
-def open_collection(client: ClientAPI, name: str, model: str, dim: int, create: bool = True) -> Collection | None:
+def open_collection(
+    client: ClientAPI, name: str, model: str, dim: int, create: bool = True, settings: Settings | None = None
+) -> Collection | None:
     """The collection for these documents; it must have been built with the same embedding model.
 
-    Returns None when it does not exist and create is False.
+    Returns None when it does not exist and create is False. With `settings`, a store that cannot be reached or
+    written is named as `store_error` names it (which server, which disk, what to do).
     """
     try:
         if create:
@@ -62,6 +123,8 @@ def open_collection(client: ClientAPI, name: str, model: str, dim: int, create: 
                 return None
             collection = client.get_collection(name=name)
     except Exception as exc:  # noqa: BLE001
+        if settings is not None and is_store_failure(exc):
+            raise store_error(settings, exc) from None
         raise StoreError(f"cannot open collection '{name}': {type(exc).__name__}: {exc}") from None
     meta = collection.metadata or {}
     built_with = meta.get(MODEL_KEY)

@@ -284,3 +284,13 @@ def test_names_that_are_not_utf8_are_reported_once_and_the_rest_goes_in(settings
     assert report.new == 1
     ids, claimed, per_source = index_state(settings)
     assert ids == claimed and set(per_source) == {str(root / "fine.md")}
+
+
+def test_chunks_stay_within_what_the_embedding_model_reads() -> None:
+    from rag.embeddings import LazyEmbedder, chunking_for
+
+    minilm = LazyEmbedder("all-MiniLM-L6-v2")  # reads 256 positions: a 400-token chunk would be cut silently
+    assert chunking_for(400, 60, minilm) == (254, 60)
+    assert chunking_for(200, 30, minilm) == (200, 30)
+    assert chunking_for(400, 60, LazyEmbedder("multilingual-use-v3")) == (400, 60)  # no length limit
+    assert chunking_for(400, 60, HashEmbedder()) == (400, 60)  # a model without a registry entry is not limited
