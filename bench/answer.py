@@ -123,7 +123,7 @@ def retrieval_latency(work: Path, sizes: list[int], queries: int) -> list[dict]:
     from rag.retrieval import Searcher
     from rag.store import open_client
 
-    embedder = load_embedder("all-MiniLM-L6-v2")
+    embedder = load_embedder(Settings().embedding_model)  # the default model: its query embedding is in the figure
     base = Settings(data_dir=work / "latency-base")
     IngestPipeline(base, embedder).sync([library_corpus(60)])
     got = open_client(base).get_collection(base.collection).get(include=["documents", "metadatas", "embeddings"])

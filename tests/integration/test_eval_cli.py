@@ -23,7 +23,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:
-    result = run_rag("eval", str(QUESTIONS), "--json", data_dir=indexed)
+    result = run_rag("eval", str(QUESTIONS), "--json", "-k", "5", data_dir=indexed)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     asked = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -32,8 +32,11 @@ def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:
     # English, Chinese and Chinese-over-English questions are each scored on their own.
     assert {"en", "zh", "zh->en"} <= set(report["by_language"])
     assert {"lexical", "paraphrase", "cross"} <= set(report["by_tag"])
-    # The bundled notes are easy: the default settings find nearly every answer in the top 5 chunks.
-    assert report["overall"]["chunk_hit_at_k"] >= 0.8
+    # The default model finds the English and Chinese answers of the bundled notes in the top 5 chunks; Chinese
+    # questions about English notes are its weak side (docs/BENCHMARKS.md), so they are not held to that here.
+    assert report["k"] == 5
+    assert report["by_language"]["en"]["chunk_hit_at_k"] >= 0.9
+    assert report["by_language"]["zh"]["chunk_hit_at_k"] >= 0.8
     assert report["by_language"]["en"]["doc_hit_at_k"] >= 0.9
     saved = json.loads((indexed / "eval" / "last-report.json").read_text(encoding="utf-8"))
     assert saved["overall"] == report["overall"]
