@@ -342,13 +342,19 @@ class Searcher:
             spec = getattr(self.embedder, "spec", None)
             weight = keyword_weight(question, languages, bool(spec and spec.cross_language))
         fused = reciprocal_rank_fusion(vector_rank, keyword_rank, weights=(1.0, weight))
-        best = list(fused)[:k]
+        ranked = list(fused)
+        best = ranked[:k]
 
-        missing = [cid for cid in best if cid not in cosine]
-        if missing:  # keyword-only hits: score them by their stored vectors, so every hit has a cosine
+        gone: set[str] = set()
+        while missing := [cid for cid in best if cid not in cosine]:
+            # Keyword-only hits: score them by their stored vectors, so every hit has a cosine. One that Chroma no
+            # longer holds was deleted by a sync still running (its file changed or went away; the keyword snapshot
+            # is from the last finished write): it is no source any more, and the next candidate takes its place.
             stored = collection.get(ids=missing, include=["embeddings"])
             for cid, vector in zip(stored["ids"], stored["embeddings"], strict=True):
                 cosine[cid] = float(np.dot(np.asarray(vector, dtype=np.float32), query_vector))
+            gone.update(cid for cid in missing if cid not in cosine)
+            best = [cid for cid in ranked if cid not in gone][:k]
 
         hits = []
         for cid in best:
