@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         description=(
             "Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS): multilingual-use-v3 "
             "(English, Chinese and across them; the default), all-MiniLM-L6-v2 (English only), "
-            "multilingual-e5-small (multilingual, about 10x slower to index)."
+            "multilingual-e5-small (multilingual, 5-10x slower to index)."
         ),
     )
     embedding_batch_size: int = Field(default=32, ge=1, le=1024, description="Chunks per embedding batch.")
