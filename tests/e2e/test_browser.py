@@ -6,18 +6,19 @@ Needs `apt-get install -y chromium chromium-driver` and `pip install selenium==4
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import clean_env, index_samples
 from tests.conftest import ROOT
+from tests.integration.helpers import free_port, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -40,12 +41,6 @@ return {length: spinning || !first ? 0 : first.innerText.trim().length, sources:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,34 +56,35 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float =
     pytest.fail(f"streamlit did not become healthy in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` with the sample notes indexed and the real bundled model; killed afterwards."""
+@contextmanager
+def streamlit_app(tmp_path: Path, **env: str) -> Iterator[str]:
+    """`streamlit run app.py` on 127.0.0.1 over the indexed sample notes, with these NOOK_* settings; stopped after."""
     data_dir = tmp_path / "nookdata"
     index_samples(data_dir)
     port = free_port()
     log = tmp_path / "streamlit.log"
-    env = clean_env(NOOK_DATA_DIR=str(data_dir), NOOK_MAX_TOKENS="48")
     with log.open("w") as out:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "streamlit", "run", "app.py",
                 "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
             ],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=clean_env(NOOK_DATA_DIR=str(data_dir), **env), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, process, log)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+            stop_process(process, timeout=15)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """The page with the sample notes indexed and the real bundled model."""
+    with streamlit_app(tmp_path, NOOK_MAX_TOKENS="48") as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ Needs Debian's chromium and chromium-driver, like tests/e2e/test_browser.py, who
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.app.conftest import clean_env, index_samples
-from tests.conftest import ROOT
-from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, LAST_ANSWER_JS, free_port, wait_healthy
+from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, LAST_ANSWER_JS, streamlit_app
 
 # A different question for each session, and the note that answers it (data/sample-questions.jsonl): with one chunk
 # of context (NOOK_RETRIEVAL_K=1) the right note is the only source.
@@ -43,31 +39,8 @@ return {user: user, main: main ? main.innerText : '', exceptions: exceptions};
 @pytest.fixture
 def shared_server(tmp_path: Path) -> Iterator[str]:
     """`streamlit run app.py` on 127.0.0.1 with the sample notes and the bundled model (short answers, one chunk)."""
-    data_dir = tmp_path / "nookdata"
-    index_samples(data_dir)
-    port = free_port()
-    log = tmp_path / "streamlit.log"
-    env = clean_env(NOOK_DATA_DIR=str(data_dir), NOOK_MAX_TOKENS="16", NOOK_RETRIEVAL_K="1")
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "streamlit", "run", "app.py",
-                "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            ],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, process, log)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    with streamlit_app(tmp_path, NOOK_MAX_TOKENS="16", NOOK_RETRIEVAL_K="1") as url:
+        yield url
 
 
 @pytest.fixture

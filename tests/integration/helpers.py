@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import ROOT, SAMPLES
@@ -30,6 +29,16 @@ def run_ingest(*args: str | Path, data_dir: Path, timeout: float = 600, **env: s
         text=True,
         timeout=timeout,
     )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a server a test started: terminate, and kill it if it has not stopped within the timeout."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def free_port() -> int:

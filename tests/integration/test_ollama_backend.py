@@ -26,7 +26,7 @@ from rag.llms import build_llm
 from rag.models import bundled_gguf
 from rag.prompts import select_prompt
 from tests.conftest import ROOT, SAMPLES
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -72,12 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.2)
         yield Server(url, MODEL_NAME)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def ollama_settings(data_dir: Path, server: Server, **overrides: object) -> Settings:
