@@ -17,7 +17,7 @@ demo:
 	@echo "Opening the chat at http://127.0.0.1:8501 (Ctrl-C stops it)"
 
 test:
-	bash scripts/install.sh dev gpt4all llamafile
+	bash scripts/install.sh dev gpt4all llamafile e5
 	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest
 

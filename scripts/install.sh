@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install Nook and what its default needs, offline-ready. Extra groups as arguments: dev, gpt4all, llamafile.
+# Create .venv and install Nook and what its default needs, offline-ready. Extra groups as arguments: dev, gpt4all, llamafile, e5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
