@@ -5,21 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
-from tests.integration.helpers import run_ingest
+from tests.conftest import ROOT
 from tests.integration.test_rag_cli import run_rag
 
 pytestmark = pytest.mark.slow
 
 QUESTIONS = ROOT / "data" / "sample-questions.jsonl"
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("eval-cli") / "data"
-    result = run_ingest(SAMPLES, data_dir=data)
-    assert result.returncode == 0, result.stderr
-    return data
 
 
 def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:

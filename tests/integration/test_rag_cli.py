@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
-from tests.integration.helpers import free_port, nook_env, run_ingest
+from tests.conftest import ROOT
+from tests.integration.helpers import free_port, nook_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +25,6 @@ def run_rag(*args: str, data_dir: Path, stdin: str | None = None, timeout: float
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("rag-cli") / "data"
-    result = run_ingest(SAMPLES, data_dir=data)
-    assert result.returncode == 0, result.stderr
-    return data
 
 
 def test_ask_streams_an_answer_then_lists_sources(indexed: Path) -> None:
