@@ -336,11 +336,11 @@ class Searcher:
                 keyword_rank[index.ids[position]] = rank
 
         weight = 1.0
-        if keyword_rank:
+        spec = getattr(self.embedder, "spec", None)
+        if keyword_rank and spec is not None and spec.cross_language:  # an English-only model: no languages to read
             top = found["ids"][0][:CROSS_LANGUAGE_TOP]
             languages = [self._language(index, collection, cid) for cid in top]
-            spec = getattr(self.embedder, "spec", None)
-            weight = keyword_weight(question, languages, bool(spec and spec.cross_language))
+            weight = keyword_weight(question, languages, True)
         fused = reciprocal_rank_fusion(vector_rank, keyword_rank, weights=(1.0, weight))
         ranked = list(fused)
         best = ranked[:k]
