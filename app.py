@@ -23,6 +23,7 @@ from rag.service import (  # noqa: E402
     available_backends,
     available_models,
     build_embedder,
+    collection_model,
     supported_extensions,
 )
 
@@ -61,6 +62,12 @@ def service_for(key: str, _settings: Settings) -> NookService:
 def local_models(key: str, _settings: Settings) -> list[Any]:
     """The model picker's entries; rescanned at most once a minute."""
     return available_models(_settings)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def built_with(key: str, _settings: Settings) -> str | None:
+    """The embedding model the chosen collection was built with; read again at most every 30 s."""
+    return collection_model(_settings)
 
 
 def service(settings: Settings) -> NookService:
@@ -219,6 +226,12 @@ with st.sidebar:
 
     stats_box = st.container()
 
+# No model configured: each collection keeps the one it was built with.
+if "embedding_model" not in base.model_fields_set:
+    chosen = attempt(ui.settings_with, base, collection=overrides["collection"], fallback=base, where=st.sidebar)
+    key = f"{chosen.data_dir}|{chosen.chroma_url}|{chosen.collection}"
+    built = attempt(built_with, key, chosen, fallback=None, where=st.sidebar)
+    overrides["embedding_model"] = built or base.embedding_model
 settings = attempt(ui.settings_with, base, **overrides, fallback=base, where=st.sidebar)
 nook = service(settings)
 documents = attempt(nook.documents, fallback=[])

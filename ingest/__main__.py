@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         from ingest.pipeline import IngestPipeline
         from rag.embeddings import LazyEmbedder
+        from rag.store import follow_index_model
+
+        if not args.rebuild:  # a rebuild starts over with the configured (or default) model
+            settings, notice = follow_index_model(settings)
+            if notice:
+                print(f"note: {notice}", file=sys.stderr)
 
         embedder = LazyEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, precision=settings.embedding_precision

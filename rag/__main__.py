@@ -162,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             _models(args, settings)
             return 0
         from rag.service import NookService
+        from rag.store import follow_index_model
 
+        settings, notice = follow_index_model(settings)
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
         service = NookService(settings)
         if args.command == "search":
             _search(args, service)

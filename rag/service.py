@@ -100,6 +100,14 @@ def available_models(settings: Settings, models_dirs: Sequence[Path] = ()) -> li
     return discover(folders, ollama_url=ollama_url or OLLAMA_DEFAULT_URL, n_ctx=settings.n_ctx)
 
 
+def collection_model(settings: Settings) -> str | None:
+    """The embedding model the configured collection was built with, if it exists (no model is loaded)."""
+    from rag.store import index_model
+
+    with _store_calls(settings):
+        return index_model(settings)
+
+
 def build_embedder(settings: Settings) -> Any:
     """The configured embedding model, loaded on first use; one can be shared by services that use the same model."""
     from rag.embeddings import LazyEmbedder

@@ -137,6 +137,48 @@ def open_collection(
     return collection
 
 
+def index_model(settings: Settings) -> str | None:
+    """The registered embedding model the configured collection was built with; None if there is no such collection.
+
+    Reads the collection's metadata only: no model is loaded, and an embedded index that does not exist yet is not
+    created.
+    """
+    from rag.embeddings import EMBEDDING_MODELS
+
+    if not settings.chroma_url and not settings.chroma_dir.exists():
+        return None
+    client = open_client(settings)
+    try:
+        existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+        if settings.collection not in existing:
+            return None
+        built_with = (client.get_collection(name=settings.collection).metadata or {}).get(MODEL_KEY)
+    except Exception as exc:  # noqa: BLE001
+        if is_store_failure(exc):
+            raise store_error(settings, exc) from None
+        raise
+    return built_with if built_with in EMBEDDING_MODELS else None
+
+
+def follow_index_model(settings: Settings) -> tuple[Settings, str | None]:
+    """Settings that embed with the model the collection was built with, when no model was chosen; and a notice.
+
+    An index built before the default model changed (or under another default) keeps working instead of stopping
+    with a model mismatch. A model chosen in nook.toml, NOOK_EMBEDDING_MODEL or an argument is kept: then a
+    mismatch is still an error, with what to do.
+    """
+    if "embedding_model" in settings.model_fields_set:
+        return settings, None
+    built_with = index_model(settings)
+    if built_with is None or built_with == settings.embedding_model:
+        return settings, None
+    notice = (
+        f"collection '{settings.collection}' was built with {built_with}: using it (the default is now "
+        f"{settings.embedding_model}; re-ingest with `python -m ingest --rebuild PATH` to switch)"
+    )
+    return settings.model_copy(update={"embedding_model": built_with}), notice
+
+
 def drop_collection(client: ClientAPI, name: str) -> None:
     """Delete a collection if it exists."""
     existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}

@@ -21,12 +21,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def index_samples(data_dir: Path) -> None:
-    """`python -m ingest data/samples` into data_dir, with the real bundled embedding model."""
+def index_samples(data_dir: Path, **env: str) -> None:
+    """`python -m ingest data/samples` into data_dir, with the real bundled embedding model (or the one env sets)."""
     done = subprocess.run(
         [sys.executable, "-m", "ingest", str(SAMPLES)],
         cwd=ROOT,
-        env=clean_env(NOOK_DATA_DIR=str(data_dir)),
+        env=clean_env(NOOK_DATA_DIR=str(data_dir), **env),
         capture_output=True,
         text=True,
         timeout=600,

@@ -169,6 +169,23 @@ def test_index_stats_in_the_sidebar(fake_env: Path) -> None:
     assert Settings().embedding_model in stats_caption
 
 
+def test_a_collection_built_with_another_shipped_model_keeps_working(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rag.embeddings import EMBEDDING_MODELS
+    from tests.app.conftest import index_samples
+
+    other = next(name for name in EMBEDDING_MODELS if name != Settings().embedding_model)
+    data = tmp_path / "nookdata"
+    index_samples(data, NOOK_EMBEDDING_MODEL=other)  # nothing is configured below: the default is another model
+    monkeypatch.setenv("NOOK_LLM_BACKEND", "fake")
+    monkeypatch.setenv("NOOK_DATA_DIR", str(data))
+    at = ask(start(), PHYSIO)
+    assert not at.error, [e.value for e in at.error]
+    assert PHYSIO_SOURCE in unescape(sources_line(assistant_messages(at)[0]))
+    assert other in "\n".join(c.value for c in at.sidebar.caption)
+
+
 def test_new_chat_clears_the_history(fake_env: Path) -> None:
     at = ask(start(), PHYSIO)
     assert len(at.chat_message) == 2

@@ -9,6 +9,7 @@ import pytest
 
 from ingest.manifest import Manifest
 from rag.config import Settings
+from rag.embeddings import EMBEDDING_MODELS
 from rag.store import open_client
 from tests.conftest import SAMPLES
 from tests.integration.helpers import run_ingest
@@ -183,3 +184,38 @@ def test_progress_bar_on_a_terminal(tmp_path: Path, samples_copy: Path) -> None:
     files = sum(1 for _ in (samples_copy / "notes").iterdir())
     assert f"{files}/{files}" in screen and "chunks/s" in screen and "file" in screen
     assert "synced:" in stdout
+
+
+def test_an_index_built_with_another_shipped_model_keeps_it_when_no_model_is_configured(
+    tmp_path: Path, samples_copy: Path
+) -> None:
+    from tests.integration.test_rag_cli import run_rag
+
+    data = tmp_path / "data"
+    other = next(name for name in EMBEDDING_MODELS if name != Settings().embedding_model)
+    built = run_ingest(samples_copy / "notes", data_dir=data, NOOK_EMBEDDING_MODEL=other)
+    assert built.returncode == 0, built.stderr
+    chunks = open_client(Settings(data_dir=data)).get_collection("nook").count()
+
+    # No model configured: the sync and the search use the model the index was built with, and say so once.
+    synced = run_ingest(samples_copy / "notes", data_dir=data)
+    assert synced.returncode == 0, synced.stderr
+    assert f"was built with {other}: using it" in synced.stderr and synced.stderr.count("\n") == 1
+    assert "0 new, 0 changed" in synced.stdout
+    found = run_rag("search", "What is my sourdough starter called?", "--json", data_dir=data)
+    assert found.returncode == 0, found.stderr
+    assert f"was built with {other}" in found.stderr
+    assert json.loads(found.stdout)["results"][0]["source"].endswith("sourdough.md")
+    collection = open_client(Settings(data_dir=data)).get_collection("nook")
+    assert collection.metadata["nook_embedding_model"] == other and collection.count() == chunks
+
+    # A model chosen explicitly is kept, and the mismatch is an error that says what to do.
+    chosen = run_ingest(samples_copy / "notes", data_dir=data, NOOK_EMBEDDING_MODEL=Settings().embedding_model)
+    assert chosen.returncode == 2 and "--rebuild" in chosen.stderr
+
+    # A rebuild starts over with the default model.
+    rebuilt = run_ingest(samples_copy / "notes", "--rebuild", data_dir=data)
+    assert rebuilt.returncode == 0 and "was built with" not in rebuilt.stderr, rebuilt.stderr
+    assert open_client(Settings(data_dir=data)).get_collection("nook").metadata["nook_embedding_model"] == (
+        Settings().embedding_model
+    )
