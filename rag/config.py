@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # Retrieval.
     retrieval_k: int = Field(default=5, ge=1, le=100, description="Chunks given to the model as context.")
     keyword_search: bool = Field(default=True, description="Fuse BM25 keyword search with vector search.")
+    translate_questions: bool = Field(
+        default=True,
+        description=(
+            "Keyword search also looks for a Chinese question's words translated into English (CC-CEDICT "
+            "dictionary), so Chinese questions find English notes by their words too."
+        ),
+    )
     relevance_floor: float | None = Field(
         default=None,
         ge=-1.0,

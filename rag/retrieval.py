@@ -23,6 +23,7 @@ from rag.store import open_client, open_collection
 RRF_K = 60  # the usual constant of reciprocal rank fusion
 CROSS_LANGUAGE_TOP = 3  # vector hits whose language is compared with the question's
 CROSS_LANGUAGE_KEYWORD_WEIGHT = 0.5
+TRANSLATED_KEYWORD_WEIGHT = 0.5  # the dictionary-translated question's keyword ranking (rag/translate.py)
 
 
 class EmptyIndexError(NookError):
@@ -170,7 +171,10 @@ class KeywordIndex:
 
     def search(self, question: str, k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         """Positions and BM25 scores of the k best chunks with a score above zero."""
-        tokens = keyword_tokens(question)
+        return self.search_tokens(keyword_tokens(question), k, mask)
+
+    def search_tokens(self, tokens: list[str], k: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        """The same for tokens made already (a translated question's)."""
         if not tokens or not self.ids:
             return []
         scores = self._bm25.get_scores(tokens, weight_mask=mask)
@@ -221,6 +225,7 @@ class Searcher:
         self._keyword: KeywordIndex | None = None
         self._keyword_key: Any = None
         self._collection_obj: Any = None
+        self._translator_obj: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -341,7 +346,14 @@ class Searcher:
             top = found["ids"][0][:CROSS_LANGUAGE_TOP]
             languages = [self._language(index, collection, cid) for cid in top]
             weight = keyword_weight(question, languages, True)
-        fused = reciprocal_rank_fusion(vector_rank, keyword_rank, weights=(1.0, weight))
+        translated_rank: dict[str, int] = {}
+        if keyword and self.settings.translate_questions and text_language(question) == "zh":
+            tokens = self._translator().english_tokens(question)
+            for rank, (position, _score) in enumerate(index.search_tokens(tokens, pool, mask)):
+                translated_rank[index.ids[position]] = rank
+        fused = reciprocal_rank_fusion(
+            vector_rank, keyword_rank, translated_rank, weights=(1.0, weight, TRANSLATED_KEYWORD_WEIGHT)
+        )
         ranked = list(fused)
         best = ranked[:k]
 
@@ -370,6 +382,13 @@ class Searcher:
             )
         found_any = bool(hits) and max(h.score for h in hits) >= self.relevance_floor
         return SearchResult(hits, found_any, filters)
+
+    def _translator(self) -> Any:
+        if self._translator_obj is None:
+            from rag.translate import QueryTranslator
+
+            self._translator_obj = QueryTranslator()
+        return self._translator_obj
 
     @staticmethod
     def _language(index: KeywordIndex, collection: Any, cid: str) -> str:

