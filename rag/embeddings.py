@@ -187,9 +187,9 @@ def _use_fast_tokenizer(model: Any, sp_model: Path) -> str:
     Both read the same sp.model and give the same pieces (the port says it matches the reference byte for byte; the
     differences seen: a tie between equal-score splits of long "=====" runs, and an empty text, which the port gives
     an unknown piece). The C++ one tokenizes about 50x faster, which matters to the splitter: it sizes every chunk
-    and its pieces in tokens (a whole ingest went from 0.76 to 0.93 of a raw encode, docs/BENCHMARKS.md; the encode
-    itself tokenizes too, but that is a small part of it). Without the package, the pure-Python port stays. Returns
-    which one USE uses.
+    and its pieces in tokens (the ingest benchmark's whole run went from 15.4 s to 11.6 s, docs/BENCHMARKS.md; the
+    encoder tokenizes too, a small part of its time). Without the package, the pure-Python port stays. Returns which
+    one USE uses.
     """
     try:
         import sentencepiece
