@@ -28,9 +28,9 @@ from ingest.manifest import FileRecord, Manifest
 from ingest.splitter import ChunkSplitter
 from rag.config import Settings
 from rag.embeddings import chunking_for
-from rag.errors import DocumentError, NookError
+from rag.errors import DocumentError
 from rag.language import text_language
-from rag.store import batched, drop_collection, is_store_failure, iter_ids, open_client, open_collection, store_error
+from rag.store import batched, drop_collection, iter_ids, open_client, open_collection, store_failures
 
 SPLITTER_VERSION = "1"
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d{2}|19\d{2})[-_.]?(0[1-9]|1[0-2])[-_.]?(0[1-9]|[12]\d|3[01])(?!\d)")
@@ -232,14 +232,8 @@ class IngestPipeline:
             StoreError: the index cannot be written (disk full, Chroma server gone); the run is left marked dirty
                 where it got that far, so the next run reconciles and finishes it.
         """
-        try:
+        with store_failures(self.settings):
             return self._sync(roots, dry_run, rebuild, on_progress, on_file_error)
-        except NookError:
-            raise
-        except Exception as exc:
-            if not is_store_failure(exc):
-                raise
-            raise store_error(self.settings, exc) from None
 
     def _sync(
         self,

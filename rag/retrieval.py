@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.config import Settings
 from rag.errors import NookError
-from rag.language import text_language
+from rag.language import CJK_RUN, text_language
 from rag.store import open_client, open_collection
 
 RRF_K = 60  # the usual constant of reciprocal rank fusion
@@ -72,7 +72,6 @@ _STOP = frozenset(
     "a an and are as at be but by did do does for from had has have how i in is it its me my of on or so "
     "that the their them there these this to was we were what when where which who why will with you your".split()
 )
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 
 
 def keyword_tokens(text: str) -> list[str]:
@@ -80,7 +79,7 @@ def keyword_tokens(text: str) -> list[str]:
     tokens: list[str] = []
     for match in _WORD.finditer(text.lower()):
         word = match.group(0)
-        if _CJK_RUN.fullmatch(word):
+        if CJK_RUN.fullmatch(word):
             tokens.extend(word)
             tokens.extend(word[i : i + 2] for i in range(len(word) - 1))
         elif word not in _STOP:

@@ -16,6 +16,7 @@ from rag.config import Settings
 from rag.errors import NookError
 from rag.privacy import enforce_offline
 from rag.retrieval import Searcher, SearchFilters, SearchResult
+from rag.store import store_failures
 
 
 @dataclass(frozen=True)
@@ -47,24 +48,6 @@ _UNSAFE_NAME_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*\\/]')
 _MAX_NAME_BYTES = 200
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
-
-
-@contextmanager
-def _store_calls(settings: Settings) -> Iterator[None]:
-    """Calls into an open store: a Chroma server that went away or a full disk becomes one StoreError line.
-
-    Nothing is cached as broken: the next call tries the store again, so the service works once the fault is gone.
-    """
-    from rag.store import is_store_failure, store_error
-
-    try:
-        yield
-    except NookError:
-        raise
-    except Exception as exc:
-        if not is_store_failure(exc):
-            raise
-        raise store_error(settings, exc) from None
 
 
 @contextmanager
@@ -104,8 +87,7 @@ def collection_model(settings: Settings) -> str | None:
     """The embedding model the configured collection was built with, if it exists (no model is loaded)."""
     from rag.store import index_model
 
-    with _store_calls(settings):
-        return index_model(settings)
+    return index_model(settings)
 
 
 def build_embedder(settings: Settings) -> Any:
@@ -210,7 +192,7 @@ class NookService:
 
     def search(self, question: str, k: int | None = None, filters: SearchFilters | None = None) -> SearchResult:
         """The chunks that best match the question."""
-        with _store_calls(self.settings):
+        with store_failures(self.settings):
             return self.searcher.search(question, k=k, filters=filters)
 
     def ask(self, question: str, history: Sequence[tuple[str, str]] = (), filters: SearchFilters | None = None) -> Any:
@@ -219,7 +201,7 @@ class NookService:
             raise NookError("the question is empty")
         def start() -> Any:
             # An empty index is reported before the model is loaded: that takes seconds, the check does not.
-            with _store_calls(self.settings):
+            with store_failures(self.settings):
                 self.searcher.check_index()
             return self.chain.ask(question, history, filters)
 
@@ -296,7 +278,7 @@ class NookService:
             settings=self.settings,
         )
         with (
-            _store_calls(self.settings),
+            store_failures(self.settings),
             Manifest(self.settings.manifest_path, self.settings.store_key, self.settings.collection) as manifest,
         ):
             files = manifest.files()
@@ -390,7 +372,7 @@ class NookService:
         from rag.store import batched, open_collection
 
         s = self.settings
-        with _index_write_lock(s), _store_calls(s), Manifest(s.manifest_path, s.store_key, s.collection) as manifest:
+        with _index_write_lock(s), store_failures(s), Manifest(s.manifest_path, s.store_key, s.collection) as manifest:
             record = manifest.files().get(path)
             if record is None:
                 raise NookError(f"{path} is not in collection '{s.collection}': it may have been removed already")

@@ -6,12 +6,13 @@ import errno
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rag.config import Settings
-from rag.errors import EmbeddingModelMismatch, SettingsError, StoreError
+from rag.errors import EmbeddingModelMismatch, NookError, SettingsError, StoreError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -71,6 +72,22 @@ def store_error(settings: Settings, exc: BaseException) -> StoreError:
             "again with `chroma run --path DIR --host 127.0.0.1` (the same DIR), or unset NOOK_CHROMA_URL"
         )
     return StoreError(f"cannot use the index in {settings.data_dir} ({name}: {text})")
+
+
+@contextmanager
+def store_failures(settings: Settings) -> Iterator[None]:
+    """Calls into an open store: a Chroma server that went away or a full disk becomes one StoreError line.
+
+    Nothing is cached as broken: the next call tries the store again, so callers work once the fault is gone.
+    """
+    try:
+        yield
+    except NookError:
+        raise
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        raise store_error(settings, exc) from None
 
 
 def open_client(settings: Settings) -> ClientAPI:
@@ -148,15 +165,11 @@ def index_model(settings: Settings) -> str | None:
     if not settings.chroma_url and not settings.chroma_dir.exists():
         return None
     client = open_client(settings)
-    try:
+    with store_failures(settings):
         existing = {c if isinstance(c, str) else c.name for c in client.list_collections()}
         if settings.collection not in existing:
             return None
         built_with = (client.get_collection(name=settings.collection).metadata or {}).get(MODEL_KEY)
-    except Exception as exc:  # noqa: BLE001
-        if is_store_failure(exc):
-            raise store_error(settings, exc) from None
-        raise
     return built_with if built_with in EMBEDDING_MODELS else None
 
 

@@ -14,12 +14,12 @@ import gzip
 import re
 from pathlib import Path
 
+from rag.language import CJK_RUN
 from rag.retrieval import keyword_tokens
 
 MAX_WORD = 6  # longest dictionary word tried when splitting a run of Chinese characters (longest match first)
 SENSES = 3  # senses of a word whose words are kept
 WORDS_PER_TERM = 6  # English words kept per Chinese word
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _ENTRY = re.compile(r"^\S+ (\S+) \[[^\]]*\] /(.*)/\s*$")
 _SKIP_SENSE = ("CL:", "variant of", "old variant", "see ", "surname ", "abbr. for", "used in", "erhua variant")
 _NOTES = re.compile(r"\([^)]*\)|\[[^\]]*\]|\S+\|\S+")
@@ -89,7 +89,7 @@ class QueryTranslator:
 
     def english_tokens(self, question: str) -> list[str]:
         """Keyword tokens of the question's Chinese words translated, plus its own non-Chinese words; [] if none."""
-        runs = _CJK_RUN.findall(question)
+        runs = CJK_RUN.findall(question)
         if not runs or self.path is None:
             return []
         dictionary = load_dictionary(self.path)
@@ -99,5 +99,5 @@ class QueryTranslator:
                 if word in _QUESTION_WORDS or (len(word) == 1 and word in _QUESTION_CHARS):
                     continue
                 tokens += dictionary[word]
-        tokens += keyword_tokens(_CJK_RUN.sub(" ", question))
+        tokens += keyword_tokens(CJK_RUN.sub(" ", question))
         return tokens
