@@ -148,6 +148,9 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
             self._model = self._model.to(torch.bfloat16)
         self.precision = str(next(self._model.parameters()).dtype).removeprefix("torch.")
         self.max_tokens = int(self._model.max_seq_length or 256)
+        # Ingest counts with it while another thread embeds: the fast tokenizer's "Already borrowed" race
+        # (huggingface/tokenizers#537) did not occur here with the pinned transformers 5.23 / tokenizers 0.23
+        # (three seconds of counting against encoding in two threads; it would need a copy per use if it returned).
         self._tokenizer = self._model.tokenizer
         # One model object serves several threads (Streamlit sessions); torch modules are not re-entrant.
         self._lock = threading.Lock()
@@ -220,6 +223,7 @@ class UseEmbedder(_RegisteredEmbedder):
             backend._TOKEN_BUDGET = USE_TOKEN_BUDGET
         self.max_tokens = 100_000
         self._lock = threading.Lock()
+        self._model._model  # noqa: B018 - the package reads its weights at the first encode; read them with the model
         self._markers = len(self._model._tokenizer.encode([""])[0])  # start/end markers every text gets
         # The splitter measures the same pieces again at each level of splitting: remembering them splits about
         # 2.4x faster with the pure-Python tokenizer (and still saves the C++ one its calls).
@@ -230,8 +234,9 @@ class UseEmbedder(_RegisteredEmbedder):
         return self._count_cached(text)
 
     def _count(self, text: str) -> int:
-        with self._lock:
-            return max(len(self._model._tokenizer.encode([text])[0]) - self._markers, 0)
+        # No lock: ingest counts while another thread embeds. The C++ tokenizer's Encode is const (thread-safe);
+        # the pure-Python port keeps only a memo dict.
+        return max(len(self._model._tokenizer.encode([text])[0]) - self._markers, 0)
 
     def encode(self, texts: Sequence[str]) -> Any:
         """Embed to unit-length float32 rows."""
