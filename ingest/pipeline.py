@@ -19,6 +19,7 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -371,60 +372,76 @@ class IngestPipeline:
         pending: list[tuple[FileState, list[ChunkRecord]]] = []  # files whose new chunks are not all stored yet
         buffer: list[ChunkRecord] = []
         embedded = 0
+        # A batch is embedded in a worker thread while this one stores the batch before it and reads and splits
+        # the next files: encode, upsert and chunking overlap (the encoders' numpy and torch work and Chroma's
+        # writes run outside the GIL). Chroma and the manifest are written from this thread only, in file order.
+        in_flight: _Batch | None = None
 
         def fail(path: str, reason: str) -> None:
             report.failures.append((path, reason))
             if on_file_error:
                 on_file_error(path, reason)
 
-        def flush() -> None:
+        def store(batch: _Batch) -> None:
             nonlocal embedded
-            if buffer:
-                vectors = self.embedder.encode([c.text for c in buffer])
-                upsert_limit = max(1, min(5000, _max_batch(self.client)))
-                for start in range(0, len(buffer), upsert_limit):
-                    part = buffer[start : start + upsert_limit]
-                    collection.upsert(
-                        ids=[c.id for c in part],
-                        documents=[c.text for c in part],
-                        metadatas=[c.metadata for c in part],
-                        embeddings=vectors[start : start + upsert_limit],
-                    )
-                embedded += len(buffer)
-                buffer.clear()
-            for state, chunks in pending:
+            vectors = batch.vectors.result()
+            upsert_limit = max(1, min(5000, _max_batch(self.client)))
+            for start in range(0, len(batch.chunks), upsert_limit):
+                part = batch.chunks[start : start + upsert_limit]
+                collection.upsert(
+                    ids=[c.id for c in part],
+                    documents=[c.text for c in part],
+                    metadatas=[c.metadata for c in part],
+                    embeddings=vectors[start : start + upsert_limit],
+                )
+            embedded += len(batch.chunks)
+            for state, chunks in batch.files:
                 self._finish_file(collection, manifest, state, chunks, known.get(state.path), report)
-            pending.clear()
 
-        for done, state in enumerate(todo, start=1):
-            record = known.get(state.path)
-            try:
-                if state.size > limit:
-                    raise DocumentError(
-                        state.path, f"too large ({state.size / 1e6:.0f} MB > {self.settings.max_file_mb:g} MB limit)"
-                    )
-                data = _read(state.path)
-                state.sha256 = file_sha256(data)
-                if record is not None and record.sha256 == state.sha256 and record.config == self.config:
-                    manifest.touch(state.path, state.size, state.mtime_ns)
-                    report.unchanged += 1
+        def flush(encoder: ThreadPoolExecutor) -> None:
+            nonlocal in_flight
+            previous, in_flight = in_flight, None
+            if buffer or pending:
+                texts = [c.text for c in buffer]
+                vectors = encoder.submit(self.embedder.encode, texts) if texts else _done(None)
+                in_flight = _Batch(vectors, list(buffer), list(pending))
+                buffer.clear()
+                pending.clear()
+            if previous is not None:
+                store(previous)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nook-embed") as encoder:
+            for done, state in enumerate(todo, start=1):
+                record = known.get(state.path)
+                try:
+                    if state.size > limit:
+                        raise DocumentError(
+                            state.path,
+                            f"too large ({state.size / 1e6:.0f} MB > {self.settings.max_file_mb:g} MB limit)",
+                        )
+                    data = _read(state.path)
+                    state.sha256 = file_sha256(data)
+                    if record is not None and record.sha256 == state.sha256 and record.config == self.config:
+                        manifest.touch(state.path, state.size, state.mtime_ns)
+                        report.unchanged += 1
+                        continue
+                    chunks = self.chunk_file(Path(state.path), data, state)
+                except DocumentError as exc:
+                    fail(state.path, exc.reason)
                     continue
-                chunks = self.chunk_file(Path(state.path), data, state)
-            except DocumentError as exc:
-                fail(state.path, exc.reason)
-                continue
-            except NotSupported as exc:
-                report.skipped_files.append((state.path, str(exc)))
-                continue
-            finally:
-                if on_progress:
-                    on_progress(done, len(todo), embedded + len(buffer))
-            old = set(record.chunk_ids) if record is not None else set()
-            buffer.extend(c for c in chunks if c.id not in old)
-            pending.append((state, chunks))
-            if len(buffer) >= self.flush_chunks:
-                flush()
-        flush()
+                except NotSupported as exc:
+                    report.skipped_files.append((state.path, str(exc)))
+                    continue
+                finally:
+                    if on_progress:
+                        on_progress(done, len(todo), embedded + len(buffer))
+                old = set(record.chunk_ids) if record is not None else set()
+                buffer.extend(c for c in chunks if c.id not in old)
+                pending.append((state, chunks))
+                if len(buffer) >= self.flush_chunks:
+                    flush(encoder)
+            flush(encoder)
+            flush(encoder)  # the last batch: nothing new goes in, the one in flight is stored
         if on_progress:
             on_progress(len(todo), len(todo), embedded)
 
@@ -487,6 +504,21 @@ class IngestPipeline:
                     meta["page"] = page.page
                 records.append(ChunkRecord(chunk_id(state.path, page.page, piece.start, piece.text), piece.text, meta))
         return records
+
+
+@dataclass
+class _Batch:
+    """Chunks being embedded, and the files that are complete once those chunks are stored."""
+
+    vectors: Future
+    chunks: list[ChunkRecord]
+    files: list[tuple[FileState, list[ChunkRecord]]]
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _read(path: str) -> bytes:

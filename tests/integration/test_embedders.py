@@ -1,5 +1,7 @@
 """Every embedding model Nook offers loads from its PyPI package offline and embeds English and Chinese sensibly."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,32 @@ def test_use_tokenizes_in_cpp_with_the_same_pieces_and_vectors_as_its_pure_pytho
     assert [fast.count_tokens(t) for t in texts] == [len(p) - 2 for p in pieces]
     assert fast.count_tokens("") == 0
     assert np.allclose(fast.encode(texts), pure.encode(texts), atol=1e-5)
+
+
+def test_tokens_are_counted_while_another_thread_embeds(embedder) -> None:
+    """Ingest splits the next files (counting tokens) while a worker thread embeds the batch before."""
+    sentence = "The kettle needs descaling with white vinegar every month. "
+    texts = [f"Note {n}. " + sentence * (3 * n + 1) for n in range(12)]
+    alone = embedder.encode(texts)
+    errors: list[BaseException] = []
+    together: list = []
+
+    def embed() -> None:
+        try:
+            for _ in range(3):
+                together.append(embedder.encode(texts))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    worker = threading.Thread(target=embed)
+    worker.start()
+    rounds = 0
+    while worker.is_alive() or rounds == 0:
+        # Fresh texts each round, so no count comes from a cache; long ones, which the encoder truncates.
+        counts = [embedder.count_tokens(f"Round {rounds}. {text}") for text in texts]
+        assert all(c > 10 for c in counts)
+        rounds += 1
+    worker.join()
+    assert errors == []
+    for vectors in together:
+        assert np.allclose(vectors, alone, atol=1e-3)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -294,3 +295,61 @@ def test_chunks_stay_within_what_the_embedding_model_reads() -> None:
     assert chunking_for(200, 30, minilm) == (200, 30)
     assert chunking_for(400, 60, LazyEmbedder("multilingual-use-v3")) == (400, 60)  # no length limit
     assert chunking_for(400, 60, HashEmbedder()) == (400, 60)  # a model without a registry entry is not limited
+
+
+class OverlapProbe(HashEmbedder):
+    """Embeds each batch only once the pipeline has split some text while it was embedding (or gives up waiting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = threading.Event()
+        self.split_meanwhile = threading.Event()
+        self.overlapped: list[bool] = []
+        self.threads: set[str] = set()
+
+    def count_tokens(self, text: str) -> int:
+        if self.embedding.is_set():
+            self.split_meanwhile.set()
+        return super().count_tokens(text)
+
+    def encode(self, texts):
+        self.threads.add(threading.current_thread().name)
+        self.split_meanwhile.clear()
+        self.embedding.set()
+        # Only the first batch waits: after the last one there is nothing left to split.
+        self.overlapped.append(self.split_meanwhile.wait(timeout=10 if not self.overlapped else 0))
+        self.embedding.clear()
+        return super().encode(texts)
+
+
+def test_the_next_files_are_split_while_a_batch_is_embedded(settings: Settings, samples_copy: Path) -> None:
+    probe = OverlapProbe()
+    report = IngestPipeline(settings, probe, flush_chunks=1).sync([samples_copy])
+    assert probe.overlapped[0], "the first batch was embedded with nothing split meanwhile"
+    assert threading.current_thread().name not in probe.threads
+    in_chroma, in_manifest, per_source = index_state(settings)
+    assert in_chroma == in_manifest and report.chunks_added == len(in_chroma)
+    assert len(per_source) == report.new == len([p for p in samples_copy.rglob("*") if p.is_file()])
+
+
+class FailsOnSecondBatch(HashEmbedder):
+    def encode(self, texts):
+        if len(self.calls) == 1:
+            self.calls.append(len(texts))
+            raise RuntimeError("the embedding model ran out of memory")
+        return super().encode(texts)
+
+
+def test_an_embedding_failure_stops_the_run_and_the_index_stays_consistent(
+    settings: Settings, samples_copy: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="out of memory"):
+        IngestPipeline(settings, FailsOnSecondBatch(), flush_chunks=1).sync([samples_copy])
+    in_chroma, in_manifest, per_source = index_state(settings)
+    # The first batch's files are stored and claimed; nothing of the failed batch or after it is.
+    assert in_chroma == in_manifest and len(per_source) == 1
+    report = make(settings).sync([samples_copy])
+    in_chroma, in_manifest, per_source = index_state(settings)
+    assert in_chroma == in_manifest
+    assert len(per_source) == len([p for p in samples_copy.rglob("*") if p.is_file()])
+    assert report.unchanged == 1
