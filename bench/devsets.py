@@ -11,6 +11,7 @@ and question sets for `python -m rag eval` (JSONL, {"question", "answer", "sourc
     zh.jsonl          questions written about the Chinese guide (Chinese over Chinese; some tagged paraphrase)
     zh-en.jsonl       the Python FAQ questions in Chinese (Chinese over English)
     paraphrase.jsonl  the Python FAQ questions re-worded to share no content words with the answer
+    en-zh.jsonl       the Chinese set's questions in English (English over Chinese; no goal, measured)
 The questions written by hand live in bench/questions/; the documents are never committed.
 """
 
@@ -30,7 +31,7 @@ from bench.corpus_zh import maint_guide_corpus  # noqa: E402
 
 DEVSETS = CACHE / "devsets"
 QUESTIONS = Path(__file__).resolve().parent / "questions"
-SETS = ("en", "zh", "zh-en", "paraphrase")
+SETS = ("en", "zh", "zh-en", "paraphrase", "en-zh")
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
@@ -63,6 +64,12 @@ def build(target: Path = DEVSETS) -> Path:
         for row in _read_jsonl(QUESTIONS / "zh-maint-guide.jsonl")
     ]  # fmt: skip
     _write_jsonl(target / "zh.jsonl", chinese)
+    english_over_chinese = [
+        {"question": row["en"], "answer": row["answer"], "source": f"maint-guide-zh/{row['source']}",
+         **({"tag": row["tag"]} if row.get("tag") else {})}
+        for row in _read_jsonl(QUESTIONS / "zh-maint-guide.jsonl") if row.get("en")
+    ]  # fmt: skip
+    _write_jsonl(target / "en-zh.jsonl", english_over_chinese)
 
     by_heading: dict[str, list[FaqQuestion]] = {}
     for q in py_questions:  # "What is Python?" is asked twice, in two files: pair them in order
