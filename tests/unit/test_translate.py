@@ -56,3 +56,53 @@ def test_a_chinese_question_finds_an_english_note_by_its_translated_words(tmp_pa
     off = Searcher(settings.model_copy(update={"translate_questions": False}), HashEmbedder())
     assert [h.source for h in off.search(question, k=3).hits] == by_vectors
     assert searcher.search(question, k=3).hits[0].source == pottery
+
+
+def test_english_words_become_chinese_character_pairs() -> None:
+    tokens = QueryTranslator().chinese_tokens("How do I install the software packages?")
+    assert {"安装", "软件", "件包"} <= set(tokens)  # install; software package, found from "packages"
+    assert {"install", "software"} <= set(tokens)  # its own words stay: Chinese notes hold English terms too
+    assert all(len(t) == 2 for t in tokens if not t.isascii())
+    assert QueryTranslator().chinese_tokens("xyzzy plugh?") == []
+    question = "陶艺课的老师叫什么名字？"
+    assert QueryTranslator().tokens(question, "zh") == QueryTranslator().english_tokens(question)
+
+
+def _mixed_notes(tmp_path: Path, chinese: bool) -> tuple[Settings, Path]:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "bike.md").write_text("The bike chain was replaced in April with a new KMC chain.\n", encoding="utf-8")
+    (notes / "tax.md").write_text("Council tax is paid by direct debit on the first of the month.\n", encoding="utf-8")
+    if chinese:
+        (notes / "药箱.md").write_text("布洛芬缓释胶囊，一盒二十粒，有效期到2026年3月。\n", encoding="utf-8")
+        (notes / "旅行.md").write_text("奈良的鹿饼一份两百日元，小心被鹿追。\n", encoding="utf-8")
+    settings = Settings(data_dir=tmp_path / "data")
+    IngestPipeline(settings, HashEmbedder()).sync([notes])
+    return settings, notes
+
+
+def test_an_english_question_finds_a_chinese_note_by_its_translated_words(tmp_path: Path) -> None:
+    settings, notes = _mixed_notes(tmp_path, chinese=True)
+    question = "When does the ibuprofen expire?"
+    medicine = str(notes / "药箱.md")
+    searcher = Searcher(settings, HashEmbedder())
+    by_vectors = [h.source for h in searcher.search(question, k=4, keyword=False).hits]
+    assert by_vectors[0] != medicine
+    off = Searcher(settings.model_copy(update={"translate_questions": False}), HashEmbedder())
+    assert off.search(question, k=4).hits[0].source != medicine
+    assert searcher.search(question, k=4).hits[0].source == medicine
+
+
+@pytest.mark.parametrize("chinese", [False, True])
+def test_translation_is_asked_for_only_when_notes_in_the_other_language_are_near(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chinese: bool
+) -> None:
+    settings, _ = _mixed_notes(tmp_path, chinese)
+    asked: list[tuple[str, str]] = []
+    original = QueryTranslator.tokens
+    monkeypatch.setattr(
+        QueryTranslator, "tokens", lambda self, q, lang: asked.append((q, lang)) or original(self, q, lang)
+    )
+    Searcher(settings, HashEmbedder()).search("When was the bike chain replaced?", k=3)
+    # English notes only: an English question has nothing to be translated for (no dictionary load, no BM25 pass).
+    assert asked == ([("When was the bike chain replaced?", "en")] if chinese else [])
