@@ -74,9 +74,9 @@ class Settings(BaseSettings):
     translate_questions: bool = Field(
         default=True,
         description=(
-            "Keyword search also looks for the question's words translated into the other language (CC-CEDICT "
-            "dictionary) when notes in that language are among the closest, so Chinese questions find English notes "
-            "by their words too, and English questions Chinese notes."
+            "Keyword search also looks for a Chinese question's words translated into English, and an English "
+            "question's into Chinese when the vectors find Chinese notes among the closest (CC-CEDICT dictionary), "
+            "so questions find notes in the other language by their words too."
         ),
     )
     relevance_floor: float | None = Field(

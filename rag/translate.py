@@ -5,7 +5,7 @@ question in Chinese notes; the multilingual vectors carry them, and they miss ab
 Translating each word of the question with a bilingual dictionary (dictionary-based query translation, the classic
 way of searching across languages) gives keyword search words to look for in the other language. The translation is
 crude (every sense of a word, not the one meant), which is why its ranking is one vote in the fusion and never the
-only one, and why the searcher asks for it only when the vectors find notes in the other language near the question.
+only one, and why an English question is translated only when the vectors find Chinese notes near it (rag/retrieval).
 """
 
 from __future__ import annotations
