@@ -131,6 +131,8 @@ class KeywordIndex:
         self.position = {cid: i for i, cid in enumerate(ids)}
         self.folders = np.array([str(m.get("folder", "")) for m in metadatas], dtype=object)
         self.dates = np.array([int(m.get("date", 0) or 0) for m in metadatas], dtype=np.int64)
+        # Languages of the chunks ("" for one indexed before chunks were tagged, which could be either).
+        self.languages = frozenset(str(m.get("lang", "")) for m in metadatas)
         self._bm25 = bm25s.BM25()
         corpus = [keyword_tokens(t) or ["\u2205"] for t in texts]  # bm25s wants no empty documents
         self._bm25.index(corpus, show_progress=False)
@@ -353,7 +355,11 @@ class Searcher:
         # A Chinese question's words are looked for in English too (English notes are the usual case). An English
         # question's only when a cross-language model puts notes in Chinese among its top hits: otherwise its Chinese
         # words bury English answers under Chinese chunks (paraphrased English questions lost 0.11 hit@5 that way).
-        if translate and (asked_in == "zh" or any(language != asked_in for language in languages)):
+        # Notes all in the question's language: nothing to translate for (no dictionary to load, no BM25 pass).
+        other_language_indexed = bool(index.languages - {asked_in})
+        if translate and other_language_indexed and (
+            asked_in == "zh" or any(language != asked_in for language in languages)
+        ):
             tokens = self._translator().tokens(question, asked_in)
             for rank, (position, _score) in enumerate(index.search_tokens(tokens, pool, mask)):
                 translated_rank[index.ids[position]] = rank

@@ -121,3 +121,22 @@ def test_an_english_question_is_translated_only_when_chinese_notes_are_near(
     )
     Searcher(settings, embedder()).search("When was the bike chain replaced?", k=3)
     assert asked == ([("When was the bike chain replaced?", "en")] if translated else [])
+
+
+def test_notes_all_in_the_question_language_need_no_translation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "药箱.md").write_text("布洛芬缓释胶囊，一盒二十粒，有效期到2026年3月。\n", encoding="utf-8")
+    (notes / "旅行.md").write_text("奈良的鹿饼一份两百日元，小心被鹿追。\n", encoding="utf-8")
+    settings = Settings(data_dir=tmp_path / "data")
+    IngestPipeline(settings, HashEmbedder()).sync([notes])
+    asked: list[str] = []
+    original = QueryTranslator.tokens
+    monkeypatch.setattr(QueryTranslator, "tokens", lambda self, q, lang: asked.append(lang) or original(self, q, lang))
+    searcher = Searcher(settings, CrossLanguageHashEmbedder())
+    assert searcher.search("药箱里的布洛芬有效期到什么时候？", k=2).hits[0].source == str(notes / "药箱.md")
+    assert asked == []  # Chinese notes only: no English to look for (no dictionary load, no BM25 pass)
+    searcher.search("When does the ibuprofen expire?", k=2)
+    assert asked == ["en"]  # the other way round there is
