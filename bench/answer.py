@@ -131,6 +131,11 @@ def retrieval_latency(work: Path, sizes: list[int], queries: int) -> list[dict]:
     rng = np.random.default_rng(7)
     _, questions = faq_set()
     asked = [q.question for q in random.Random(3).sample(questions, queries)]
+    # Chinese versions of FAQ questions: over these English chunks they also run the dictionary-translated ranking.
+    variants = (ROOT / "bench" / "questions" / "python-faq-variants.jsonl").read_text(encoding="utf-8").splitlines()
+    chinese = [json.loads(line)["zh"] for line in variants if line.strip()]
+    asked_zh = random.Random(3).sample(chinese, min(queries, len(chinese)))
+    dictionary_load = None
     results = []
     for size in sizes:
         settings = Settings(data_dir=work / f"latency-{size}")
@@ -156,18 +161,35 @@ def retrieval_latency(work: Path, sizes: list[int], queries: int) -> list[dict]:
         started = time.perf_counter()
         searcher.search(asked[0])  # builds the keyword index once
         build = time.perf_counter() - started
-        timings = []
-        for question in asked:
+        if dictionary_load is None:  # the first translated question of a process reads the dictionary
+            from rag.translate import _tables
+
+            _tables.cache_clear()  # the streaming part may have asked a Chinese question already
             started = time.perf_counter()
-            searcher.search(question)
-            timings.append((time.perf_counter() - started) * 1000)
-        timings.sort()
+            searcher.search(asked_zh[0])
+            dictionary_load = time.perf_counter() - started
+
+        def percentiles(questions: list[str]) -> tuple[float, float]:
+            timings = []
+            for question in questions:
+                started = time.perf_counter()
+                searcher.search(question)
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            return timings[len(timings) // 2], timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+
+        p50, p99 = percentiles(asked)
+        zh_p50, zh_p99 = percentiles(asked_zh)
         results.append(
             {
                 "chunks": size,
-                "p50_ms": timings[len(timings) // 2],
-                "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "zh_p50_ms": zh_p50,
+                "zh_p99_ms": zh_p99,
+                "zh_questions": len(asked_zh),
                 "keyword_index_build_s": build,
+                "dictionary_load_s": dictionary_load,
             }
         )
     return results
@@ -257,14 +279,18 @@ def write_answer_section(f: dict, args: argparse.Namespace) -> None:
         f"{s['chain_ttft'] - s['raw_ttft']:+.2f} s (query embedding, retrieval, prompt building) | |",
         "",
         f"| retrieval (hybrid: query embedding + Chroma + BM25 + fusion), {args.queries} FAQ questions | p50 ms | p99 ms | "
+        f"the same asked in Chinese ({f['latency'][0]['zh_questions']}; + translated keywords): p50 ms | p99 ms | "
         "keyword index build, s | goal |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in f["latency"]:
         goal = "p50 <= 30, p99 <= 100" if row["chunks"] >= 100_000 else ""
         lines.append(f"| {row['chunks']:,} chunks | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                     f"{row['keyword_index_build_s']:.1f} | {goal} |")
+                     f"{row['zh_p50_ms']:.1f} | {row['zh_p99_ms']:.1f} | {row['keyword_index_build_s']:.1f} | {goal} |")
     lines += [
+        "",
+        f"The first translated question of a process reads the dictionary (CC-CEDICT, both directions): "
+        f"{f['latency'][0]['dictionary_load_s']:.1f} s, once, not in the percentiles.",
         "",
         f"Chunk-level hit@5 on {q['questions']} questions of the Python FAQ (Debian python3.11-doc; question headings "
         f"removed from the indexed text; a hit is a retrieved chunk sharing 60+ characters with the answer): "
