@@ -257,7 +257,9 @@ def test_eight_sessions_get_their_answers_while_a_sync_writes_a_new_folder_into_
     sample_chunks = service.stats().chunks
     asked = ASKED[-SESSIONS * turns :]
     service.ask(asked[0]).text()  # the model is loaded and the keyword snapshot built before the sessions start
-    folder = make_corpus(tmp_path / "more notes", 40)
+    # About 320 chunks: the sync embeds them in batches of 128, storing each batch while it embeds the next, so the
+    # first batch is in Chroma from the second batch on, with files still to read.
+    folder = make_corpus(tmp_path / "more notes", 80)
     (folder / MARKER_FILE).write_text(MARKER_NOTE, encoding="utf-8")
     files_in_folder = len(list(folder.iterdir()))
 
