@@ -373,8 +373,9 @@ class IngestPipeline:
         buffer: list[ChunkRecord] = []
         embedded = 0
         # A batch is embedded in a worker thread while this one stores the batch before it and reads and splits
-        # the next files: encode, upsert and chunking overlap (the encoders' numpy and torch work and Chroma's
-        # writes run outside the GIL). Chroma and the manifest are written from this thread only, in file order.
+        # the next files (the encoders' numpy and torch work and SentencePiece release the GIL; Chroma's upsert
+        # holds it, which is what still stalls the encoder). Chroma and the manifest are written from this thread
+        # only, in file order.
         in_flight: _Batch | None = None
 
         def fail(path: str, reason: str) -> None:
@@ -384,7 +385,7 @@ class IngestPipeline:
 
         def store(batch: _Batch) -> None:
             nonlocal embedded
-            vectors = batch.vectors.result()
+            vectors = batch.vectors.result() if batch.vectors is not None else None
             upsert_limit = max(1, min(5000, _max_batch(self.client)))
             for start in range(0, len(batch.chunks), upsert_limit):
                 part = batch.chunks[start : start + upsert_limit]
@@ -403,7 +404,7 @@ class IngestPipeline:
             previous, in_flight = in_flight, None
             if buffer or pending:
                 texts = [c.text for c in buffer]
-                vectors = encoder.submit(self.embedder.encode, texts) if texts else _done(None)
+                vectors = encoder.submit(self.embedder.encode, texts) if texts else None
                 in_flight = _Batch(vectors, list(buffer), list(pending))
                 buffer.clear()
                 pending.clear()
@@ -441,7 +442,8 @@ class IngestPipeline:
                 if len(buffer) >= self.flush_chunks:
                     flush(encoder)
             flush(encoder)
-            flush(encoder)  # the last batch: nothing new goes in, the one in flight is stored
+            if in_flight is not None:
+                store(in_flight)
         if on_progress:
             on_progress(len(todo), len(todo), embedded)
 
@@ -510,15 +512,9 @@ class IngestPipeline:
 class _Batch:
     """Chunks being embedded, and the files that are complete once those chunks are stored."""
 
-    vectors: Future
+    vectors: Future | None  # None: no new chunk (the files' chunks were all stored already)
     chunks: list[ChunkRecord]
     files: list[tuple[FileState, list[ChunkRecord]]]
-
-
-def _done(value: Any) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
 
 
 def _read(path: str) -> bytes:

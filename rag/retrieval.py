@@ -344,20 +344,19 @@ class Searcher:
         weight = 1.0
         spec = getattr(self.embedder, "spec", None)
         cross_language = spec is not None and spec.cross_language
-        translate = keyword and self.settings.translate_questions
+        asked_in = text_language(question)
+        # Notes all in the question's language: nothing to translate for (no dictionary to load, no BM25 pass).
+        translate = keyword and self.settings.translate_questions and bool(index.languages - {asked_in})
         languages: list[str] = []
         if cross_language and (keyword_rank or translate):  # other models do not compare languages: nothing to read
             languages = [self._language(index, collection, cid) for cid in found["ids"][0][:CROSS_LANGUAGE_TOP]]
         if keyword_rank and cross_language:
             weight = keyword_weight(question, languages, True)
         translated_rank: dict[str, int] = {}
-        asked_in = text_language(question)
         # A Chinese question's words are looked for in English too (English notes are the usual case). An English
         # question's only when a cross-language model puts notes in Chinese among its top hits: otherwise its Chinese
         # words bury English answers under Chinese chunks (paraphrased English questions lost 0.11 hit@5 that way).
-        # Notes all in the question's language: nothing to translate for (no dictionary to load, no BM25 pass).
-        other_language_indexed = bool(index.languages - {asked_in})
-        if translate and other_language_indexed and (
+        if translate and (
             asked_in == "zh" or any(language != asked_in for language in languages)
         ):
             tokens = self._translator().tokens(question, asked_in)
