@@ -20,9 +20,20 @@ from rag.errors import NookError
 from rag.language import CJK_RUN, text_language
 from rag.store import open_client, open_collection
 
-RRF_K = 60  # the usual constant of reciprocal rank fusion
+# Reciprocal rank fusion's constant: 60 is the usual one, but answers come from the top 5, where the first ranks
+# should count. A small constant makes rank count more than being listed twice, so the keyword ranking can count
+# less for English questions (below) and still seat its best hit: a chunk first by keywords and nowhere among the
+# vectors scores w/(k+1), above the vectors' fifth, 1/(k+5), whenever w > (k+1)/(k+5) = 0.6 (with 60 it needs 0.94).
+RRF_K = 5
 CROSS_LANGUAGE_TOP = 3  # vector hits whose language is compared with the question's
 CROSS_LANGUAGE_KEYWORD_WEIGHT = 0.5
+# How much the keyword ranking counts, by the question's language. English questions share words with many
+# passages that do not answer them; Chinese ones are matched on character pairs, which find the answer far more often
+# than the vectors do (keyword 0.756 against vector 0.628 hit@5 on the Chinese dev set). Measured with RRF_K 5 on the
+# development sets (docs/BENCHMARKS.md), multilingual-use-v3: English keyword weight 1 -> 0.67 / 0.75 took
+# paraphrased English questions from 0.322 to 0.380 / 0.368, the other sets within 0.03; 0.5 gave 0.404 but cannot
+# seat a keyword-only best hit (see RRF_K). RRF_K 60 -> 5 alone moved every set by at most 0.02.
+KEYWORD_WEIGHT = {"en": 0.7, "zh": 1.0}
 TRANSLATED_KEYWORD_WEIGHT = 0.5  # the dictionary-translated question's keyword ranking (rag/translate.py)
 
 
@@ -186,7 +197,7 @@ class KeywordIndex:
 
 
 def reciprocal_rank_fusion(*rankings: dict[str, int], weights: Sequence[float] = ()) -> dict[str, float]:
-    """Fuse rankings (id -> 0-based rank) into id -> sum of weight/(60 + rank + 1), best first.
+    """Fuse rankings (id -> 0-based rank) into id -> sum of weight/(RRF_K + rank + 1), best first.
 
     Weights default to 1 for every ranking; ties keep first-seen order.
     """
@@ -201,16 +212,19 @@ def reciprocal_rank_fusion(*rankings: dict[str, int], weights: Sequence[float] =
 def keyword_weight(question: str, vector_languages: Sequence[str], cross_language: bool) -> float:
     """How much the keyword ranking counts in the fusion.
 
-    Keywords can only match notes in the question's own language. When a cross-language embedding model finds the
-    best passages in another language (a Chinese question about English notes), keyword matches there are accidents:
-    they count half. Measured on the development sets: +0.07 hit@5 for Chinese questions over English notes, -0.01
-    to -0.03 elsewhere (docs/BENCHMARKS.md).
+    First by the question's language (KEYWORD_WEIGHT). Then: keywords can only match notes in the question's own
+    language. When a cross-language embedding model finds the best passages in another language (a Chinese question
+    about English notes), keyword matches there are accidents: they count half again. Measured on the development
+    sets: +0.07 hit@5 for Chinese questions over English notes, -0.01 to -0.03 elsewhere (docs/BENCHMARKS.md).
     """
-    if not cross_language or not vector_languages:
-        return 1.0
     asked_in = text_language(question)
+    weight = KEYWORD_WEIGHT.get(asked_in, 1.0)
+    if not cross_language or not vector_languages:
+        return weight
     agreeing = sum(lang == asked_in for lang in vector_languages[:CROSS_LANGUAGE_TOP])
-    return 1.0 if agreeing * 2 > min(len(vector_languages), CROSS_LANGUAGE_TOP) else CROSS_LANGUAGE_KEYWORD_WEIGHT
+    if agreeing * 2 > min(len(vector_languages), CROSS_LANGUAGE_TOP):
+        return weight
+    return weight * CROSS_LANGUAGE_KEYWORD_WEIGHT
 
 
 # ---------------------------------------------------------------- the searcher
@@ -341,7 +355,6 @@ class Searcher:
             for rank, (position, _score) in enumerate(index.search(question, pool, mask)):
                 keyword_rank[index.ids[position]] = rank
 
-        weight = 1.0
         spec = getattr(self.embedder, "spec", None)
         cross_language = spec is not None and spec.cross_language
         asked_in = text_language(question)
@@ -350,8 +363,7 @@ class Searcher:
         languages: list[str] = []
         if cross_language and (keyword_rank or translate):  # other models do not compare languages: nothing to read
             languages = [self._language(index, collection, cid) for cid in found["ids"][0][:CROSS_LANGUAGE_TOP]]
-        if keyword_rank and cross_language:
-            weight = keyword_weight(question, languages, True)
+        weight = keyword_weight(question, languages, cross_language)
         translated_rank: dict[str, int] = {}
         # A Chinese question's words are looked for in English too (English notes are the usual case). An English
         # question's only when a cross-language model puts notes in Chinese among its top hits: otherwise its Chinese

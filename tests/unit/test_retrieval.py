@@ -8,6 +8,8 @@ import pytest
 from ingest.pipeline import IngestPipeline
 from rag.config import Settings
 from rag.retrieval import (
+    KEYWORD_WEIGHT,
+    RRF_K,
     EmptyIndexError,
     KeywordIndex,
     SearchFilters,
@@ -53,7 +55,11 @@ def test_keyword_index_scores_and_masks() -> None:
     index = KeywordIndex(
         ["a", "b", "c"],
         ["the sourdough starter is called Bubbles", "布洛芬缓释胶囊", "bubbles in the bath"],
-        [{"folder": "/n/recipes", "date": 20240101}, {"folder": "/n/health", "date": 20240301}, {"folder": "/n", "date": 1}],
+        [
+            {"folder": "/n/recipes", "date": 20240101},
+            {"folder": "/n/health", "date": 20240301},
+            {"folder": "/n", "date": 1},
+        ],
     )
     top = index.search("starter bubbles", 3, None)
     assert [index.ids[i] for i, _ in top] == ["a", "c"]
@@ -69,7 +75,17 @@ def test_keyword_index_scores_and_masks() -> None:
 def test_reciprocal_rank_fusion() -> None:
     fused = reciprocal_rank_fusion({"a": 0, "b": 1, "c": 2}, {"c": 0, "d": 1})
     assert list(fused) == ["c", "a", "b", "d"]  # in both lists beats first in one
-    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
+    assert fused["c"] == pytest.approx(1 / (RRF_K + 3) + 1 / (RRF_K + 1))
+
+
+def test_keyword_only_best_hit_of_an_english_question_is_seated_in_the_top_5() -> None:
+    """Exact words (a train number, an error code) may be found by keywords alone: fusion keeps that hit."""
+    vectors = {f"v{rank}": rank for rank in range(20)}
+    fused = reciprocal_rank_fusion(vectors, {"only-keywords": 0}, weights=(1.0, KEYWORD_WEIGHT["en"]))
+    assert "only-keywords" in list(fused)[:5]
+    # ...while agreement lower down does not outrank the vectors' best: rank 0 beats rank 5 of both lists.
+    fused = reciprocal_rank_fusion(vectors, {"v5": 0, "v0": 7}, weights=(1.0, KEYWORD_WEIGHT["en"]))
+    assert list(fused)[0] == "v0"
 
 
 def test_search_brings_keyword_only_hits_in(indexed: tuple[Searcher, Path]) -> None:
@@ -81,7 +97,7 @@ def test_search_brings_keyword_only_hits_in(indexed: tuple[Searcher, Path]) -> N
     assert [h.fused for h in with_keywords.hits] == sorted((h.fused for h in with_keywords.hits), reverse=True)
     # The chunk with the train number is the keyword search's best hit, whatever the vectors say.
     best_keyword = [h for h in with_keywords.hits if "G1372" in h.text]
-    assert best_keyword and best_keyword[0].fused >= 1 / (60 + 1)
+    assert best_keyword and best_keyword[0].fused >= KEYWORD_WEIGHT["en"] / (RRF_K + 1)
 
 
 def test_folder_filter(indexed: tuple[Searcher, Path]) -> None:
@@ -137,19 +153,24 @@ def test_retriever_is_a_langchain_retriever(indexed: tuple[Searcher, Path]) -> N
 
 def test_weighted_fusion_halves_a_ranking() -> None:
     fused = reciprocal_rank_fusion({"a": 0, "b": 1}, {"b": 0, "c": 1}, weights=(1.0, 0.5))
-    assert fused["a"] == pytest.approx(1 / 61)
-    assert fused["b"] == pytest.approx(1 / 62 + 0.5 / 61)
-    assert fused["c"] == pytest.approx(0.5 / 62)
+    assert fused["a"] == pytest.approx(1 / (RRF_K + 1))
+    assert fused["b"] == pytest.approx(1 / (RRF_K + 2) + 0.5 / (RRF_K + 1))
+    assert fused["c"] == pytest.approx(0.5 / (RRF_K + 2))
     assert list(fused) == ["b", "a", "c"]
 
 
 def test_keyword_weight_drops_when_cross_language_vectors_point_to_another_language() -> None:
     from rag.retrieval import CROSS_LANGUAGE_KEYWORD_WEIGHT, keyword_weight
 
+    english, chinese = KEYWORD_WEIGHT["en"], KEYWORD_WEIGHT["zh"]
+    assert english < chinese == 1.0  # keywords count less for English questions, with any model
     # A Chinese question whose best passages are English: keyword matches (Chinese only) are accidents.
     assert keyword_weight("陶艺课的老师叫什么名字？", ["en", "en", "zh"], True) == CROSS_LANGUAGE_KEYWORD_WEIGHT
     assert keyword_weight("陶艺课的老师叫什么名字？", ["zh", "zh", "en"], True) == 1.0
-    assert keyword_weight("What is the teacher called?", ["en", "zh", "en"], True) == 1.0
+    assert keyword_weight("What is the teacher called?", ["en", "zh", "en"], True) == english
+    halved = english * CROSS_LANGUAGE_KEYWORD_WEIGHT
+    assert keyword_weight("What is the teacher called?", ["zh", "zh", "en"], True) == halved
     # An English-only model says nothing about Chinese questions: keywords keep their full weight.
     assert keyword_weight("陶艺课的老师叫什么名字？", ["en", "en", "en"], False) == 1.0
-    assert keyword_weight("anything", [], True) == 1.0
+    assert keyword_weight("anything", [], True) == english
+    assert keyword_weight("anything", [], False) == english
