@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import os
@@ -148,10 +149,10 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
             self._model = self._model.to(torch.bfloat16)
         self.precision = str(next(self._model.parameters()).dtype).removeprefix("torch.")
         self.max_tokens = int(self._model.max_seq_length or 256)
-        # Ingest counts with it while another thread embeds: the fast tokenizer's "Already borrowed" race
-        # (huggingface/tokenizers#537) did not occur here with the pinned transformers 5.23 / tokenizers 0.23
-        # (three seconds of counting against encoding in two threads; it would need a copy per use if it returned).
-        self._tokenizer = self._model.tokenizer
+        # Ingest counts tokens while another thread embeds, so counting has a tokenizer of its own: encode() sets
+        # truncation and padding on the model's tokenizer, and a count in between reset them (ValueError "Unable to
+        # create tensor ... excessive nesting", one run in three under load: tests/integration/test_embedders.py).
+        self._tokenizer = copy.deepcopy(self._model.tokenizer)
         # One model object serves several threads (Streamlit sessions); torch modules are not re-entrant.
         self._lock = threading.Lock()
 
