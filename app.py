@@ -47,8 +47,10 @@ st.html(STYLE)
 
 @st.cache_resource(show_spinner=False)
 def shared_embedder(model: str, batch_size: int, precision: str, _settings: Settings) -> Any:
-    """One embedding model per name, shared by every service and session."""
-    return build_embedder(_settings)
+    """One embedding model per name, shared by every service and session; it loads while the user types."""
+    embedder = build_embedder(_settings)
+    embedder.warm()
+    return embedder
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)

@@ -409,6 +409,22 @@ class LazyEmbedder(_RegisteredEmbedder):
                 self._model = load_embedder(self.spec.name, *self._args)
             return self._model
 
+    def warm(self) -> threading.Thread:
+        """Load the model in a background thread, so the first question does not wait for it.
+
+        Torch and MiniLM take seconds to load. A failure is left for the first real use to report, as one line.
+        """
+
+        def load() -> None:
+            try:
+                self.loaded  # noqa: B018
+            except Exception:  # noqa: BLE001, S110 - reported when the model is used
+                pass
+
+        thread = threading.Thread(target=load, name="nook-embedder-warm", daemon=True)
+        thread.start()
+        return thread
+
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for this text."""
         return int(self.loaded.count_tokens(text))

