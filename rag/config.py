@@ -45,11 +45,12 @@ class Settings(BaseSettings):
 
     # Embedding.
     embedding_model: str = Field(
-        default="multilingual-use-v3",
+        default="multilingual-use-v3+minilm",
         description=(
-            "Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS): multilingual-use-v3 "
-            "(English, Chinese and across them; the default), all-MiniLM-L6-v2 (English only), "
-            "multilingual-e5-small (multilingual, 5-10x slower to index)."
+            "Name of a locally shipped embedding model (see rag.embeddings.EMBEDDING_MODELS): "
+            "multilingual-use-v3+minilm (the default: USE for English, Chinese and across them, MiniLM beside it for "
+            "English questions), multilingual-use-v3 (USE alone, about twice as fast to index), all-MiniLM-L6-v2 "
+            "(English only), multilingual-e5-small (multilingual, 5-10x slower to index)."
         ),
     )
     embedding_batch_size: int = Field(default=32, ge=1, le=1024, description="Chunks per embedding batch.")
