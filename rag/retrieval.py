@@ -219,7 +219,9 @@ def keyword_weight(question: str, vector_languages: Sequence[str], cross_languag
     """
     asked_in = text_language(question)
     weight = KEYWORD_WEIGHT.get(asked_in, 1.0)
-    if not cross_language or not vector_languages:
+    if not cross_language or not vector_languages or asked_in != "zh":
+        # English words that match are mostly names and codes, the surest sign there is: an English question keeps
+        # its weight even when the vectors point to Chinese notes (a name USE does not know gets random neighbours).
         return weight
     agreeing = sum(lang == asked_in for lang in vector_languages[:CROSS_LANGUAGE_TOP])
     if agreeing * 2 > min(len(vector_languages), CROSS_LANGUAGE_TOP):
