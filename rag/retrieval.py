@@ -212,10 +212,10 @@ def reciprocal_rank_fusion(*rankings: dict[str, int], weights: Sequence[float] =
 def keyword_weight(question: str, vector_languages: Sequence[str], cross_language: bool) -> float:
     """How much the keyword ranking counts in the fusion.
 
-    First by the question's language (KEYWORD_WEIGHT). Then: keywords can only match notes in the question's own
-    language. When a cross-language embedding model finds the best passages in another language (a Chinese question
-    about English notes), keyword matches there are accidents: they count half again. Measured on the development
-    sets: +0.07 hit@5 for Chinese questions over English notes, -0.01 to -0.03 elsewhere (docs/BENCHMARKS.md).
+    First by the question's language (KEYWORD_WEIGHT). Then, for a Chinese question: its keywords can only match
+    Chinese notes, so when a cross-language embedding model finds the best passages in English, matches of its
+    common characters are accidents: they count half again. Measured on the development sets: +0.07 hit@5 for
+    Chinese questions over English notes, -0.01 to -0.03 elsewhere (docs/BENCHMARKS.md).
     """
     asked_in = text_language(question)
     weight = KEYWORD_WEIGHT.get(asked_in, 1.0)
