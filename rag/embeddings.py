@@ -177,6 +177,10 @@ class SentenceTransformerEmbedder(_RegisteredEmbedder):
         self.spec = spec
         self.batch_size = batch_size
         module = _import_weights_package(spec)
+        # torch's OpenMP threads spin after each parallel region, and on 2 cores they then fight USE's threads: a
+        # pair's question took 130 ms one time in a hundred instead of 12 (PASSIVE: p50 11.9 ms, p99 13.7 ms, /tmp
+        # micro-benchmark of 200 questions). Read when OpenMP starts, so only when torch is not loaded yet.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from sentence_transformers import SentenceTransformer
 
         path = spec.locate(module)
