@@ -81,6 +81,14 @@ def test_pair_is_use_beside_minilm_and_asks_minilm_english_questions_only() -> N
     assert pair.count_tokens(start) == use.count_tokens(start)
 
 
+def test_torch_threads_wait_passively_so_they_do_not_spin_against_use() -> None:
+    """A pair's question took 130 ms one time in a hundred with spinning OpenMP threads (rag/embeddings.py)."""
+    import os
+
+    load_embedder("all-MiniLM-L6-v2")
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+
+
 def test_lazy_embedder_loads_on_first_use_only() -> None:
     lazy = LazyEmbedder("multilingual-use-v3")
     assert lazy._model is None and lazy.dim == 512 and lazy.name == "multilingual-use-v3"
