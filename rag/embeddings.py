@@ -344,9 +344,11 @@ class PairEmbedder(_RegisteredEmbedder):
 
         self.spec = spec
         self.batch_size = batch_size
-        first, second = (get_spec(name) for name in spec.parts)
-        self._first = ENGINES[first.engine](first, batch_size=batch_size, precision=precision)  # type: ignore[call-arg]
-        self._second = SentenceTransformerEmbedder(second, batch_size, precision, read_tokens=spec.second_tokens)
+        first, second = spec.parts
+        self._first = load_embedder(first, batch_size, precision)
+        self._second = SentenceTransformerEmbedder(
+            get_spec(second), batch_size, precision, read_tokens=spec.second_tokens
+        )
         self.precision = f"{self._first.precision}+{self._second.precision}"
         self.max_tokens = self._first.max_tokens
         self._half = np.float32(np.sqrt(0.5))
