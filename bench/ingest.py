@@ -124,13 +124,21 @@ def mode_raw_use(data: Path, tokenizer: str) -> dict:
 
 def mode_raw_pair(data: Path) -> dict:
     """The pair's two raw encodes of exactly the chunks our pipeline stored: `USE.encode` (C++ tokenizer, Nook's token
-    budget) and `SentenceTransformer.encode` of MiniLM reading 128 tokens, in the precision Nook picks."""
+    budget) of the chunks, and `SentenceTransformer.encode` of MiniLM, in the precision Nook picks, of their pieces
+    (cut as Nook cuts them, before the clock starts), reading the start of each."""
+    from ingest.splitter import ChunkSplitter
     from rag.embeddings import cpu_has_bf16, get_spec
 
     texts = _chunk_texts(data)
+    use = _raw_use()
+    spec = get_spec(PAIR)
+    markers = len(use._tokenizer.encode([""])[0])  # counted as Nook counts (UseEmbedder.count_tokens)
+    cutter = ChunkSplitter(spec.second_piece, 0, lambda text: max(len(use._tokenizer.encode([text])[0]) - markers, 0))
+    pieces = [piece.text for text in texts for piece in cutter.split(text)]
     precision = "bfloat16" if cpu_has_bf16() else "float32"
-    minilm = _raw_minilm(precision, get_spec(PAIR).second_tokens)
-    return _time_encodes(texts, _raw_use().encode, _minilm_encode(minilm))
+    minilm = _raw_minilm(precision, spec.second_tokens)
+    encode_pieces = _minilm_encode(minilm)
+    return _time_encodes(texts, use.encode, lambda batch: encode_pieces(pieces if batch is texts else batch))
 
 
 def mode_raw(data: Path, precision: str) -> dict:
@@ -269,7 +277,9 @@ def main() -> None:
 
 def write_ingest_section(f: dict) -> None:
     from rag.config import Settings
+    from rag.embeddings import get_spec
 
+    spec = get_spec(PAIR)
     default = Settings().embedding_model
     u, ru, pr, rp = f["use"], f["raw_use"], f["pair"], f["raw_pair"]
     o, o32, r, r32, n = f["ours"], f["ours_fp32"], f["raw_same"], f["raw_fp32"], f["naive"]
@@ -291,8 +301,8 @@ def write_ingest_section(f: dict) -> None:
         "| pipeline | chunks | seconds | chunks/s | chars/s | peak RSS MB |",
         "|---|---|---|---|---|---|",
         row.format(f"Nook, {name(PAIR)}", f"{pr['chars_per_s']:.0f}", **pr),
-        row.format("raw encodes of the same chunks: `USE.encode` + MiniLM `SentenceTransformer.encode` reading 128 "
-                   "tokens", "", **rp),
+        row.format("raw encodes of the same chunks: `USE.encode` + MiniLM `SentenceTransformer.encode` of their "
+                   f"{spec.second_piece}-token pieces, reading {spec.second_tokens} tokens of each", "", **rp),
         row.format(f"Nook, {name(USE)}", f"{u['chars_per_s']:.0f}", **u),
         row.format("raw `USE.encode` of the same chunks, C++ SentencePiece tokenizer (as Nook runs it)", "", **ru),
         row.format("raw `USE.encode` of the same chunks, the package's pure-Python tokenizer", "",

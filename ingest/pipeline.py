@@ -135,9 +135,10 @@ def document_date(path: Path, first_text: str, mtime_ns: int) -> tuple[int, str]
     return int(day.strftime("%Y%m%d")), "mtime"
 
 
-def pipeline_config(model: str, chunk_size: int, chunk_overlap: int) -> str:
-    """Everything that changes the chunks of a file: a changed value re-ingests every file."""
-    return f"{model}|{chunk_size}|{chunk_overlap}|split{SPLITTER_VERSION}"
+def pipeline_config(model: str, chunk_size: int, chunk_overlap: int, revision: int = 0) -> str:
+    """Everything that changes the chunks of a file or their vectors: a changed value re-ingests every file."""
+    config = f"{model}|{chunk_size}|{chunk_overlap}|split{SPLITTER_VERSION}"
+    return f"{config}|rev{revision}" if revision else config  # revision 0: the configs indexes were built with
 
 
 def _printable(path: str) -> str:
@@ -215,7 +216,8 @@ class IngestPipeline:
         self.flush_chunks = flush_chunks
         size, overlap = chunking_for(settings.chunk_size, settings.chunk_overlap, embedder)
         self.splitter = ChunkSplitter(size, overlap, embedder.count_tokens)
-        self.config = pipeline_config(embedder.name, size, overlap)
+        revision = getattr(getattr(embedder, "spec", None), "revision", 0)
+        self.config = pipeline_config(embedder.name, size, overlap, revision)
 
     # ------------------------------------------------------------------ public
 
@@ -274,9 +276,7 @@ class IngestPipeline:
             # A folder that could not be read (unmounted disk, no permission) says nothing about its files:
             # they are kept, not deleted.
             unreadable = [path for path, reason in problems if reason.startswith("cannot read folder")]
-            deleted = [
-                p for p in known if _under(p, root_paths) and p not in on_disk and not _under(p, unreadable)
-            ]
+            deleted = [p for p in known if _under(p, root_paths) and p not in on_disk and not _under(p, unreadable)]
             todo: list[FileState] = []
             for state in files:
                 record = known.get(state.path)
@@ -436,7 +436,10 @@ class IngestPipeline:
                 finally:
                     if on_progress:
                         on_progress(done, len(todo), embedded + len(buffer))
-                old = set(record.chunk_ids) if record is not None else set()
+                # A changed file's unchanged chunks keep their vectors, unless the vectors themselves changed (a new
+                # revision of the model: the config differs, the chunk ids do not).
+                reuse = record is not None and record.config == self.config
+                old = set(record.chunk_ids) if reuse else set()
                 buffer.extend(c for c in chunks if c.id not in old)
                 pending.append((state, chunks))
                 if len(buffer) >= self.flush_chunks:

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 
+from ingest.splitter import ChunkSplitter
 from rag.embeddings import EMBEDDING_MODELS, LazyEmbedder, SentenceTransformerEmbedder, get_spec, load_embedder
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ def test_multilingual_models_match_chinese_questions_to_english_notes(name: str)
 def test_pair_is_use_beside_minilm_and_asks_minilm_english_questions_only() -> None:
     pair = load_embedder("multilingual-use-v3+minilm")
     use = load_embedder("multilingual-use-v3")
-    minilm = SentenceTransformerEmbedder(get_spec("all-MiniLM-L6-v2"), read_tokens=128)
+    minilm = SentenceTransformerEmbedder(get_spec("all-MiniLM-L6-v2"))
     passages = [
         "The kettle needs descaling every month with white vinegar.",
         "布洛芬一次一粒，饭后服用。",
@@ -72,13 +73,39 @@ def test_pair_is_use_beside_minilm_and_asks_minilm_english_questions_only() -> N
     # A Chinese question: USE alone (MiniLM knows no Chinese), its cosine scaled by 1/sqrt(2).
     assert not asked[1, 512:].any()
     assert np.allclose(joined @ asked[1], use_cos[:, 1] / np.sqrt(2), atol=1e-3)
-    # MiniLM reads the first 128 tokens of a chunk; USE reads it all.
-    start = "Notes from the garden, week by week, written down as they came. " * 20
-    ends = pair.encode([start + "The kettle needs descaling.", start + "The bike chain was replaced."])
-    assert np.allclose(ends[0, 512:], ends[1, 512:], atol=1e-3)
-    assert not np.allclose(ends[0, :512], ends[1, :512], atol=1e-3)
     # Chunks are sized in USE's tokens.
+    start = "Notes from the garden, week by week, written down as they came. " * 20
     assert pair.count_tokens(start) == use.count_tokens(start)
+
+
+def test_pair_minilm_sees_a_whole_chunk_in_pieces_and_a_whole_question() -> None:
+    pair = load_embedder("multilingual-use-v3+minilm")
+    spec = pair.spec
+    minilm = SentenceTransformerEmbedder(get_spec("all-MiniLM-L6-v2"))
+    # A sentence far past the first 128 tokens of a chunk reaches MiniLM's part: it starts a piece.
+    start = "Notes from the garden, week by week, written down as they came.\n\n" * 20
+    assert pair.count_tokens(start) > 200
+    ends = pair.encode([start + "The kettle needs descaling with vinegar.", start + "The bike chain was replaced."])
+    question = minilm.encode_queries(["How do I descale the kettle?"])[0]
+    assert ends[0, 512:] @ question > ends[1, 512:] @ question + 0.02
+    # ...which is the mean of its pieces, each read to its first second_tokens tokens.
+    pieces = [p.text for p in ChunkSplitter(spec.second_piece, 0, pair.count_tokens).split(start + "The bike chain.")]
+    assert len(pieces) > 2
+    alone = minilm.encode(pieces, read_tokens=spec.second_tokens).mean(axis=0)
+    got = pair.encode([start + "The bike chain."])[0, 512:]
+    assert np.allclose(got / np.linalg.norm(got), alone / np.linalg.norm(alone), atol=2e-2)
+    # A piece is read only so far (what keeps indexing fast): two one-piece texts that differ only after
+    # second_tokens tokens get the same MiniLM part.
+    words = " ".join(f"word{i}" for i in range(30))  # 60 of MiniLM's tokens, 62 of USE's: one piece
+    one, two = pair.encode([words + " kettle descaling", words + " bicycle chain"])
+    assert pair.count_tokens(words + " bicycle chain") <= spec.second_piece
+    assert np.allclose(one[512:], two[512:], atol=1e-3)
+    # A question is read whole, past a piece's reading length (the reading length is set back after encoding).
+    long_question = "Thinking about everything I wrote down over the last few months about my house and garden, " * 3
+    asked = pair.encode_queries(
+        [long_question + "how do I descale the kettle?", long_question + "when was the chain replaced?"]
+    )
+    assert not np.allclose(asked[0, 512:], asked[1, 512:], atol=1e-3)
 
 
 def test_torch_threads_wait_passively_so_they_do_not_spin_against_use() -> None:

@@ -5,6 +5,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -155,6 +156,20 @@ def test_changed_chunk_settings_re_chunk_every_file(settings: Settings, samples_
     assert report.changed == report.seen
     in_chroma, in_manifest, _ = index_state(smaller)
     assert in_chroma == in_manifest
+
+
+def test_a_new_revision_of_the_same_model_re_embeds_every_file(settings: Settings, samples_copy: Path) -> None:
+    """A model whose chunk vectors change under the same name (the pair's revision 1) re-indexes on the next sync."""
+    make(settings).sync([samples_copy])
+    assert make(settings).sync([samples_copy]).changed == 0
+    revised = HashEmbedder()
+    revised.spec = SimpleNamespace(revision=1, max_tokens=None)  # type: ignore[attr-defined]
+    report = make(settings, revised).sync([samples_copy])
+    assert report.changed == report.seen > 0
+    in_chroma, in_manifest, _ = index_state(settings)
+    assert sum(revised.calls) == len(in_chroma) > 0  # every chunk embedded again, not just the changed ones
+    assert in_chroma == in_manifest
+    assert make(settings, revised).sync([samples_copy]).changed == 0
 
 
 def test_other_embedding_model_is_refused_until_rebuild(settings: Settings, samples_copy: Path) -> None:
