@@ -97,13 +97,13 @@ def _raw_minilm(precision: str, max_seq_length: int | None = None) -> Any:
     return model.to(torch.bfloat16) if precision == "bfloat16" else model
 
 
-def _time_encodes(texts: list[str], *encodes: Callable[[list[str]], Any]) -> dict:
-    """Warm each encode on one batch, then time them all over the texts."""
-    for encode in encodes:
-        encode(texts[:BATCH])
+def _time_encodes(texts: list[str], *jobs: tuple[Callable[[list[str]], Any], list[str]]) -> dict:
+    """Warm each encode on one batch of its inputs, then time them all; rates are per chunk (texts)."""
+    for encode, inputs in jobs:
+        encode(inputs[:BATCH])
     started = time.perf_counter()
-    for encode in encodes:
-        encode(texts)
+    for encode, inputs in jobs:
+        encode(inputs)
     seconds = time.perf_counter() - started
     return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds, "peak_mb": peak_mb()}
 
@@ -119,7 +119,7 @@ def mode_raw_use(data: Path, tokenizer: str) -> dict:
     "pure-python": the package on its own.
     """
     texts = _chunk_texts(data)
-    return _time_encodes(texts, _raw_use(tokenizer).encode)
+    return _time_encodes(texts, (_raw_use(tokenizer).encode, texts))
 
 
 def mode_raw_pair(data: Path) -> dict:
@@ -137,14 +137,13 @@ def mode_raw_pair(data: Path) -> dict:
     pieces = [piece.text for text in texts for piece in cutter.split(text)]
     precision = "bfloat16" if cpu_has_bf16() else "float32"
     minilm = _raw_minilm(precision, spec.second_tokens)
-    encode_pieces = _minilm_encode(minilm)
-    return _time_encodes(texts, use.encode, lambda batch: encode_pieces(pieces if batch is texts else batch))
+    return _time_encodes(texts, (use.encode, texts), (_minilm_encode(minilm), pieces))
 
 
 def mode_raw(data: Path, precision: str) -> dict:
     """SentenceTransformer.encode of exactly the chunks our pipeline stored, same batch size."""
     texts = _chunk_texts(data)
-    return _time_encodes(texts, _minilm_encode(_raw_minilm(precision)))
+    return _time_encodes(texts, (_minilm_encode(_raw_minilm(precision)), texts))
 
 
 def mode_naive(corpus: Path, data: Path) -> dict:

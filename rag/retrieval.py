@@ -220,14 +220,14 @@ def keyword_weight(question: str, vector_languages: Sequence[str], cross_languag
     """
     asked_in = text_language(question)
     weight = KEYWORD_WEIGHT.get(asked_in, 1.0)
-    if asked_in != "zh" and len(keyword_tokens(question)) <= LOOK_UP_WORDS:
-        # "bomlynx", "Horfield Sungold": the vectors of a name they do not know are noise, and at 0.7 the only note
-        # holding it tied with the vectors' first guess (hostile corpus). Dev sets: 14 of 197 en questions are this
-        # short; en hit@5 unchanged.
-        return 1.0
-    if not cross_language or not vector_languages or asked_in != "zh":
+    if asked_in != "zh":
         # English words that match are mostly names and codes, the surest sign there is: an English question keeps
         # its weight even when the vectors point to Chinese notes (a name USE does not know gets random neighbours).
+        # A look-up of one or two words ("bomlynx", "Horfield Sungold") trusts them fully: the vectors of a name they
+        # do not know are noise, and at 0.7 the only note holding it tied with the vectors' first guess (hostile
+        # corpus). Dev sets: 14 of 197 en questions are this short; en hit@5 unchanged.
+        return 1.0 if len(keyword_tokens(question)) <= LOOK_UP_WORDS else weight
+    if not cross_language or not vector_languages:
         return weight
     agreeing = sum(lang == asked_in for lang in vector_languages[:CROSS_LANGUAGE_TOP])
     if agreeing * 2 > min(len(vector_languages), CROSS_LANGUAGE_TOP):
